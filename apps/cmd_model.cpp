@@ -1,0 +1,127 @@
+// sala info | init | import: describe a model, write a random-weight checkpoint, import foreign checkpoints.
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "common.h"
+#include "sala/core/error.h"
+#include "sala/io/checkpoint.h"
+#include "sala/model/info.h"
+#include "sala/model/llama2c.h"
+#include "sala/model/presets.h"
+#include "sala/model/weights.h"
+
+namespace sala::app {
+
+namespace {
+
+DType parse_dtype(const std::string& s) {
+  if (s == "bf16" || s == "bfloat16") return DType::BF16;
+  if (s == "f16" || s == "float16") return DType::F16;
+  if (s == "f32" || s == "float32") return DType::F32;
+  fail("--dtype '{}' is not supported (bf16, f16, f32)", s);
+}
+
+void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, const std::string& model_dir) {
+  fmt::print("model        {} ({}, {})\n", source, c.model_type, c.architecture.empty() ? "-" : c.architecture);
+  fmt::print("layers       {}: {} sparse (InfLLM-V2), {} lightning, {} dense\n", c.num_hidden_layers,
+             c.count_layers(LayerKind::Sparse), c.count_layers(LayerKind::Lightning), c.count_layers(LayerKind::Dense));
+  std::string kinds;
+  for (size_t l = 0; l < c.layer_kinds.size(); ++l)
+    kinds += c.layer_kinds[l] == LayerKind::Sparse ? 'S' : c.layer_kinds[l] == LayerKind::Lightning ? 'L' : 'D';
+  fmt::print("layout       {}\n", kinds);
+  fmt::print("hidden       {}  intermediate {}  vocab {}\n", c.hidden_size, c.intermediate_size, c.vocab_size);
+  fmt::print("heads        {} query, {} kv (head {}){}\n", c.num_attention_heads, c.num_key_value_heads,
+             c.is_sala() ? c.sparse_head_dim() : c.dense_head_dim(), c.is_sala() ? " in sparse layers" : "");
+  if (c.is_sala()) {
+    fmt::print("lightning    {} heads, {} kv, head {}, scale {}, qk_norm {}, rope {}, decay: ALiBi slopes\n",
+               c.lightning_heads(), c.lightning_kv_heads(), c.lightning_dim(), c.lightning_scale, c.qk_norm,
+               c.lightning_use_rope);
+    const SparseConfig& s = c.sparse;
+    fmt::print("sparse       block {}, top-{} ({} free + {} local), init {}, K1 {}/{}, K2 {}/{}, dense below {} tokens, rope {}\n",
+               s.block_size, s.total_topk(), s.topk, s.local_blocks(), s.init_blocks, s.kernel_size, s.kernel_stride,
+               4 * s.kernel_size, 4 * s.kernel_stride, s.dense_len, c.attn_use_rope);
+  }
+  fmt::print("rope         theta {}{}\n", c.rope.theta, c.rope.longrope() ? " (LongRoPE)" : "");
+  fmt::print("muP          scale_emb {}, residual x{:.5f}, logits x{:.5f}\n", c.scale_emb, c.residual_scale(),
+             c.logits_scale());
+  fmt::print("context      max_position_embeddings {}\n", c.max_position_embeddings);
+  MemoryEstimate m = estimate_memory(c, 2, 2);
+  fmt::print("parameters   {} ({:.3f}B)\n", m.params, double(m.params) / 1e9);
+  fmt::print("weights      {} bf16, {} fp32\n", human_bytes(m.weight_bytes), human_bytes(m.weight_bytes * 2));
+  fmt::print("per token    KV {} + compressed keys {} (bf16 cache)\n", human_bytes(m.kv_bytes_per_token),
+             human_bytes(m.compressed_bytes_per_token));
+  fmt::print("per sequence lightning state {} (fp32)\n", human_bytes(m.state_bytes));
+  fmt::print("at {} tokens cache {} (bf16 KV) / {} (fp32 KV, sala CPU); weights + cache {}\n", ctx,
+             human_bytes(m.cache_bytes(ctx)), human_bytes(estimate_memory(c, 2, 4).cache_bytes(ctx)),
+             human_bytes(m.weight_bytes + m.cache_bytes(ctx)));
+  if (!model_dir.empty() && std::filesystem::is_directory(model_dir)) {
+    io::Checkpoint ck = io::Checkpoint::open(model_dir);
+    auto unused = validate_checkpoint(c, ck);
+    fmt::print("checkpoint   {} tensors, all present with the expected shapes", ck.names().size());
+    if (!unused.empty()) fmt::print(" ({} unused, e.g. '{}')", unused.size(), unused[0]);
+    fmt::print("\n");
+  }
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app) {
+  {
+    auto* cmd = app.add_subcommand("info", "Summarise a model: layers, shapes, parameters, memory per context length");
+    static std::string model, preset;
+    static int64_t ctx = 131072;
+    cmd->add_option("model", model, "Model folder or config.json");
+    cmd->add_option("--preset", preset, "A named config instead of a folder (see `sala init --help`)");
+    cmd->add_option("--context", ctx, "Context length for the memory estimate")->check(CLI::PositiveNumber);
+    cmd->callback([] {
+      ModelConfig c = resolve_config(model, preset);
+      print_info(c, preset.empty() ? model : "preset " + preset, ctx, preset.empty() ? model : "");
+    });
+  }
+  {
+    std::string names;
+    for (auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+    auto* cmd = app.add_subcommand("init", "Write a random-weight checkpoint for a named or given config");
+    static std::string preset, config, out, dtype = "bf16";
+    static uint64_t seed = 0;
+    static double shard_gb = 5;
+    cmd->add_option("--preset", preset, "Named config: " + names);
+    cmd->add_option("--config", config, "A config.json to use instead of a preset");
+    cmd->add_option("--out", out, "Output folder (config.json + safetensors)")->required();
+    cmd->add_option("--dtype", dtype, "Storage dtype: bf16, f16, f32")->capture_default_str();
+    cmd->add_option("--seed", seed, "Random seed")->capture_default_str();
+    cmd->add_option("--shard-gb", shard_gb, "Largest shard in GB (HF index when more than one)")->capture_default_str();
+    cmd->callback([] {
+      if (preset.empty() == config.empty()) fail("init: give exactly one of --preset or --config");
+      ModelConfig c = preset.empty() ? load_config(config) : preset_config(preset);
+      const auto bytes = uint64_t(shard_gb * 1e9);
+      write_random_model(c, out, parse_dtype(dtype), seed, bytes);
+      fmt::print("wrote {} ({} parameters, {}) to {}\n", preset.empty() ? config : preset, parameter_count(c), dtype, out);
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("import", "Import a foreign checkpoint into the Hugging Face layout");
+    cmd->require_subcommand(1);
+    auto* l2c = cmd->add_subcommand("llama2c", "llama2.c .bin (legacy or version 1) -> dense Llama checkpoint");
+    static std::string in, out, vocab, dtype = "f32";
+    l2c->add_option("checkpoint", in, "llama2.c checkpoint (.bin)")->required()->check(CLI::ExistingFile);
+    l2c->add_option("--out", out, "Output folder")->required();
+    l2c->add_option("--vocab", vocab, "llama2.c tokenizer.bin, copied beside as llama2c_tokenizer.bin")
+        ->check(CLI::ExistingFile);
+    l2c->add_option("--dtype", dtype, "Storage dtype: f32, bf16, f16")->capture_default_str();
+    l2c->callback([] {
+      Llama2cModel m = read_llama2c(in);
+      save_model(m.config, m.weights, out, parse_dtype(dtype));
+      if (!vocab.empty()) {
+        Llama2cVocab::load(vocab);  // validate before copying
+        std::filesystem::copy_file(vocab, std::filesystem::path(out) / "llama2c_tokenizer.bin",
+                                   std::filesystem::copy_options::overwrite_existing);
+      }
+      fmt::print("imported {} ({} layers, dim {}, vocab {}) to {}\n", in, m.config.num_hidden_layers,
+                 m.config.hidden_size, m.config.vocab_size, out);
+    });
+  }
+}
+
+}  // namespace sala::app

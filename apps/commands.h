@@ -1,0 +1,12 @@
+// Subcommand registration: each apps/cmd_*.cpp adds its subcommands to the CLI11 app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace sala::app {
+
+void add_model_commands(CLI::App& app);     // info, init, import
+void add_generate_commands(CLI::App& app);  // generate, dump
+
+}  // namespace sala::app
+
+void add_text_commands(CLI::App& app);  // tokenize, detokenize, tokenizer train

@@ -1,0 +1,21 @@
+// Elementwise and dense ops of the CPU backend (fp32, OpenMP). Outputs first, then inputs, then sizes.
+// Matrices are row-major; a weight w is (out, in) as in torch.nn.Linear, so y = x w^T.
+#pragma once
+#include <cstdint>
+
+namespace sala::cpu {
+
+// y: (T, out) = x: (T, in) · w^T, w: (out, in). y must not alias x.
+void matmul(float* y, const float* x, const float* w, int64_t T, int64_t in, int64_t out);
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, per row of n; y may alias x. Variance accumulated in double.
+void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t n, float eps);
+// out = silu(gate) * up
+void silu_mul(float* out, const float* gate, const float* up, int64_t n);
+// x *= sigmoid(g)
+void mul_sigmoid(float* x, const float* g, int64_t n);
+// y += a * x
+void axpy(float* y, const float* x, float a, int64_t n);
+void scale(float* x, float a, int64_t n);
+float dot(const float* a, const float* b, int64_t n);
+
+}  // namespace sala::cpu

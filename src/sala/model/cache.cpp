@@ -1,0 +1,50 @@
+#include "sala/model/cache.h"
+
+namespace sala {
+
+SequenceState SequenceState::create(const ModelConfig& c, int64_t max_len) {
+  SequenceState s;
+  s.max_len = max_len > 0 ? max_len : c.max_position_embeddings;
+  s.layers.resize(size_t(c.num_hidden_layers));
+  for (size_t l = 0; l < s.layers.size(); ++l) {
+    LayerCache& L = s.layers[l];
+    L.kind = c.layer_kinds[l];
+    switch (L.kind) {
+      case LayerKind::Sparse:
+        L.kv_heads = c.num_key_value_heads;
+        L.head_dim = c.sparse_head_dim();
+        L.k1.init(c.sparse.kernel_size, c.sparse.kernel_stride, L.kv_heads, L.head_dim);
+        L.k2.init(4 * c.sparse.kernel_size, 4 * c.sparse.kernel_stride, L.kv_heads, L.head_dim);
+        break;
+      case LayerKind::Dense:
+        L.kv_heads = c.num_key_value_heads;
+        L.head_dim = c.dense_head_dim();
+        break;
+      case LayerKind::Lightning:
+        L.kv_heads = c.lightning_heads();
+        L.head_dim = c.lightning_dim();
+        L.state.assign(size_t(L.kv_heads * L.head_dim * L.head_dim), 0.0f);
+        break;
+    }
+  }
+  return s;
+}
+
+void SequenceState::reset() {
+  pos = 0;
+  for (auto& L : layers) {
+    L.k.clear();
+    L.v.clear();
+    L.k1.clear();
+    L.k2.clear();
+    std::fill(L.state.begin(), L.state.end(), 0.0f);
+  }
+}
+
+size_t SequenceState::bytes() const {
+  size_t b = 0;
+  for (auto& L : layers) b += (L.k.capacity() + L.v.capacity() + L.state.capacity()) * 4 + L.k1.bytes() + L.k2.bytes();
+  return b;
+}
+
+}  // namespace sala

@@ -1,0 +1,46 @@
+#include "sala/model/rope.h"
+
+#include <cmath>
+
+namespace sala {
+
+Rope::Rope(const RopeConfig& rc, int64_t dim, int64_t max_pos) : dim_(dim) {
+  const int64_t half = dim / 2;
+  inv_freq_.resize(size_t(half));
+  for (int64_t i = 0; i < half; ++i)
+    inv_freq_[size_t(i)] = 1.0f / std::pow(float(rc.theta), float(2 * i) / float(dim));
+  if (rc.longrope()) {
+    // The reference builds its cos/sin cache once for max_position_embeddings tokens: long factors apply when that
+    // exceeds the original context.
+    const bool use_long = max_pos > rc.original_max_position_embeddings;
+    const auto& f = use_long ? rc.long_factor : rc.short_factor;
+    inv_ext_.resize(size_t(half));
+    for (int64_t i = 0; i < half; ++i) inv_ext_[size_t(i)] = 1.0f / float(f[size_t(i)]);
+    double s = double(max_pos) / double(rc.original_max_position_embeddings);
+    mscale_ = s <= 1.0 ? 1.0f : float(std::sqrt(1.0 + std::log(s) / std::log(double(rc.original_max_position_embeddings))));
+  }
+}
+
+void Rope::apply(float* x, int64_t T, int64_t H, int64_t pos0) const {
+  const int64_t half = dim_ / 2;
+#pragma omp parallel for schedule(static) if (T > 16)
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+    const float pos = float(pos0 + t);
+    for (int64_t i = 0; i < half; ++i) {
+      float a = inv_ext_.empty() ? pos * inv_freq_[size_t(i)] : (pos * inv_ext_[size_t(i)]) * inv_freq_[size_t(i)];
+      c[size_t(i)] = float(std::cos(double(a))) * mscale_;
+      s[size_t(i)] = float(std::sin(double(a))) * mscale_;
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      float* xh = x + (t * H + h) * dim_;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = xh[i], b = xh[i + half];
+        xh[i] = a * c[size_t(i)] - b * s[size_t(i)];
+        xh[i + half] = b * c[size_t(i)] + a * s[size_t(i)];
+      }
+    }
+  }
+}
+
+}  // namespace sala

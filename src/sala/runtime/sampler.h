@@ -1,0 +1,35 @@
+// Token sampling with the Hugging Face logits-processor order: repetition penalty, then temperature, top-k, top-p,
+// min-p, then a draw from the softmax. temperature <= 0 means greedy (argmax, lowest id on ties).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sala/core/rng.h"
+
+namespace sala {
+
+struct SamplingParams {
+  float temperature = 0.0f;
+  int64_t top_k = 0;          // 0 = off
+  float top_p = 1.0f;         // 1 = off
+  float min_p = 0.0f;         // 0 = off
+  float repetition_penalty = 1.0f;
+  uint64_t seed = 0;
+  void validate() const;      // throws sala::Error naming the bad parameter
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& p);
+  // logits are modified in place. history: tokens the repetition penalty applies to (prompt + generated).
+  int32_t sample(std::vector<float>& logits, std::span<const int32_t> history);
+
+ private:
+  SamplingParams p_;
+  Rng rng_;
+};
+
+int32_t argmax(std::span<const float> v);
+
+}  // namespace sala

@@ -1,0 +1,51 @@
+// Shared helpers for tests: seeded random tensors, error metrics, paths to ../shared fixtures.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "sala/core/rng.h"
+
+namespace sala::test {
+
+inline std::vector<float> randn(size_t n, uint64_t seed, float std = 1.0f) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(r.normal()) * std;
+  return v;
+}
+inline std::vector<double> to_f64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+// max |a-b| / max(max|b|, tiny): scale-aware error against a reference.
+template <class A, class B>
+double rel_max_err(const A& a, const B& b) {
+  double num = 0, den = 1e-30;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / den;
+}
+
+// ../shared relative to the repo root (tests run with the repo root as working directory).
+inline std::string shared_path(const std::string& rel) {
+  return (std::filesystem::path(SALA_SOURCE_DIR) / ".." / "shared" / rel).lexically_normal().string();
+}
+#define SALA_REQUIRE_SHARED(rel)                                                               \
+  do {                                                                                         \
+    if (!std::filesystem::exists(::sala::test::shared_path(rel)))                              \
+      GTEST_SKIP() << "needs ../shared/" << (rel) << " (absent: not a CI checkout)";           \
+  } while (0)
+
+inline std::string temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("sala_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+}  // namespace sala::test
