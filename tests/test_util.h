@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "sala/core/error.h"
 #include "sala/core/rng.h"
 
 namespace sala::test {
@@ -40,6 +41,19 @@ inline std::string shared_path(const std::string& rel) {
     if (!std::filesystem::exists(::sala::test::shared_path(rel)))                              \
       GTEST_SKIP() << "needs ../shared/" << (rel) << " (absent: not a CI checkout)";           \
   } while (0)
+
+// Runs f, which must throw sala::Error whose message contains every given fragment.
+template <class F>
+void expect_error(F&& f, std::initializer_list<std::string> fragments) {
+  try {
+    f();
+  } catch (const ::sala::Error& e) {
+    for (auto& frag : fragments)
+      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos) << "message: " << e.what() << "\nmissing: " << frag;
+    return;
+  }
+  ADD_FAILURE() << "no sala::Error thrown";
+}
 
 inline std::string temp_dir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("sala_test_" + name + "_" + std::to_string(::getpid()));
