@@ -5,8 +5,8 @@
 namespace sala::cpu {
 
 // 8 independent partial sums let the compiler vectorise the reduction without -ffast-math;
-// target_clones picks AVX2+FMA where the CPU has it.
-__attribute__((target_clones("avx2,fma", "default"))) float dot(const float* a, const float* b, int64_t n) {
+// target_clones adds a Haswell (AVX2 + FMA) clone picked at load time where the CPU has it.
+__attribute__((target_clones("arch=haswell", "default"))) float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -16,7 +16,7 @@ __attribute__((target_clones("avx2,fma", "default"))) float dot(const float* a, 
   return s;
 }
 
-__attribute__((target_clones("avx2,fma", "default"))) static void dot4(float* out, const float* w, const float* x0,
+__attribute__((target_clones("arch=haswell", "default"))) static void dot4(float* out, const float* w, const float* x0,
                                                                           const float* x1, const float* x2,
                                                                           const float* x3, int64_t n) {
   float a0[8] = {}, a1[8] = {}, a2[8] = {}, a3[8] = {};
