@@ -1,4 +1,7 @@
 // sala generate | dump: run a model on token ids.
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
@@ -10,13 +13,16 @@
 #include "sala/model/llama2c.h"
 #include "sala/model/model.h"
 #include "sala/runtime/generate.h"
+#include "sala/text/tokenizer.h"
+#include <iostream>
 
 namespace sala::app {
 
 namespace {
 
 struct GenArgs {
-  std::string model, ids, stop;
+  std::string model, ids, stop, prompt, tokenizer, system;
+  std::vector<std::string> stop_strings;
   int64_t max_new = 64, chunk = 0, context = 0;
   SamplingParams s;
   bool ignore_eos = false, quiet = false;
@@ -31,6 +37,56 @@ void add_sampling(CLI::App* cmd, GenArgs& a) {
   cmd->add_option("--seed", a.s.seed, "Sampling seed")->capture_default_str();
 }
 
+bool has_tokenizer(const std::string& dir) {
+  namespace fs = std::filesystem;
+  return fs::exists(fs::path(dir) / "tokenizer.json") || fs::exists(fs::path(dir) / "tokenizer.model");
+}
+
+void print_stats(const GenerateResult& r, double load_s) {
+  const double ptoks = double(r.prompt_tokens), dtoks = double(std::max<size_t>(r.tokens.size(), 1));
+  fmt::print(stderr,
+             "[load {:.2f}s | prefill {} tok in {:.3f}s ({:.1f} tok/s) | decode {} tok in {:.3f}s ({:.1f} tok/s) | "
+             "stop: {}]\n",
+             load_s, r.prompt_tokens, r.prefill_seconds, ptoks / std::max(r.prefill_seconds, 1e-9), r.tokens.size(),
+             r.decode_seconds, dtoks / std::max(r.decode_seconds, 1e-9), r.stop_reason);
+}
+
+// Streams generated text: ids -> complete UTF-8 -> stop-string filter -> stdout. Returns false once a stop string
+// is hit (generation ends there).
+struct TextStream {
+  text::StreamDecoder dec;
+  text::StopStrings stops;
+  std::string text;
+  bool stopped = false;
+  TextStream(const text::Tokenizer& t, std::vector<std::string> s) : dec(t), stops(std::move(s)) {}
+  bool push(int32_t id) {
+    auto r = stops.push(dec.push(id));
+    emit(r.text);
+    stopped = r.stopped;
+    return !r.stopped;
+  }
+  void finish() {
+    if (!stopped) {
+      auto r = stops.push(dec.finish());
+      emit(r.text);
+      if (!r.stopped) emit(stops.flush());
+    }
+  }
+  void emit(const std::string& s) {
+    text += s;
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  }
+};
+
+std::vector<int64_t> stop_ids_for(const Model& m, const text::Tokenizer* tok) {
+  std::vector<int64_t> ids = m.config().eos_token_ids;
+  if (tok)
+    for (int32_t e : tok->eos_ids())
+      if (std::find(ids.begin(), ids.end(), int64_t(e)) == ids.end()) ids.push_back(e);
+  return ids;
+}
+
 }  // namespace
 
 void add_generate_commands(CLI::App& app) {
@@ -38,7 +94,10 @@ void add_generate_commands(CLI::App& app) {
     static GenArgs a;
     auto* cmd = app.add_subcommand("generate", "Generate tokens from a prompt of token ids (greedy or sampled)");
     cmd->add_option("model", a.model, "Model folder (config.json + safetensors)")->required();
-    cmd->add_option("--ids", a.ids, "Prompt token ids, e.g. 1,450,4996 (default: BOS)");
+    cmd->add_option("-p,--prompt", a.prompt, "Prompt text (needs tokenizer.json or tokenizer.model beside the model)");
+    cmd->add_option("--ids", a.ids, "Prompt token ids instead of text, e.g. 1,450,4996 (default: BOS)");
+    cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer folder or file (default: the model folder)");
+    cmd->add_option("--stop", a.stop_strings, "Stop string (repeatable)");
     cmd->add_option("-n,--max-new-tokens", a.max_new, "Tokens to generate at most")->capture_default_str();
     cmd->add_option("--chunk", a.chunk, "Prefill chunk size (0 = whole prompt at once)")->capture_default_str();
     cmd->add_option("--context", a.context, "Context limit (default: max_position_embeddings)");
@@ -52,28 +111,95 @@ void add_generate_commands(CLI::App& app) {
       const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::vector<int32_t> prompt =
           a.ids.empty() ? std::vector<int32_t>{int32_t(m.config().bos_token_id)} : parse_ids(a.ids, "--ids");
+      const std::string tok_path = a.tokenizer.empty() ? a.model : a.tokenizer;
+      std::unique_ptr<text::Tokenizer> tok;
+      if (!a.prompt.empty() || !a.tokenizer.empty() || (!a.quiet && has_tokenizer(tok_path)))
+        tok = text::Tokenizer::load(tok_path);
+      if (!a.prompt.empty()) {
+        if (!a.ids.empty()) fail("generate: give --prompt or --ids, not both");
+        prompt = tok->encode(a.prompt);
+        if (prompt.empty()) fail("generate: the prompt encodes to no tokens");
+      }
+      if (tok && tok->vocab_size() > m.config().vocab_size)
+        fail("generate: tokenizer {} has {} ids but the model's vocab_size is {}", tok_path, tok->vocab_size(),
+             m.config().vocab_size);
       GenerateOptions o;
       o.max_new_tokens = a.max_new;
       o.prefill_chunk = a.chunk;
       o.sampling = a.s;
       o.ignore_eos = a.ignore_eos;
+      o.stop_ids = stop_ids_for(m, tok.get());
       if (!a.stop.empty())
         for (int32_t x : parse_ids(a.stop, "--stop-ids")) o.stop_ids.push_back(x);
       SequenceState st = m.new_state(a.context);
-      GenerateResult r = generate(m, st, prompt, o);
-      fmt::print("{}\n", join_ids(r.tokens));
-      const auto vocab_path = std::filesystem::path(a.model) / "llama2c_tokenizer.bin";
-      if (!a.quiet && std::filesystem::exists(vocab_path)) {
-        Llama2cVocab v = Llama2cVocab::load(vocab_path.string());
-        fmt::print("{}\n", v.decode(r.tokens, prompt.back()));
+      std::unique_ptr<TextStream> ts;
+      if (tok && !a.quiet) {
+        ts = std::make_unique<TextStream>(*tok, a.stop_strings);
+        if (!a.prompt.empty()) ts->emit(a.prompt);
+        o.on_token = [&](int32_t id) { return ts->push(id); };
       }
-      if (!a.quiet) {
-        const double ptoks = double(r.prompt_tokens), dtoks = double(std::max<size_t>(r.tokens.size(), 1));
-        fmt::print(stderr,
-                   "load {:.2f}s | prefill {} tok in {:.3f}s ({:.1f} tok/s) | decode {} tok in {:.3f}s ({:.1f} tok/s) "
-                   "| stop: {}\n",
-                   load_s, r.prompt_tokens, r.prefill_seconds, ptoks / std::max(r.prefill_seconds, 1e-9),
-                   r.tokens.size(), r.decode_seconds, dtoks / std::max(r.decode_seconds, 1e-9), r.stop_reason);
+      GenerateResult r = generate(m, st, prompt, o);
+      if (ts) {
+        ts->finish();
+        fmt::print("\n");
+        std::fflush(stdout);
+      } else {
+        fmt::print("{}\n", join_ids(r.tokens));
+        const auto vocab_path = std::filesystem::path(a.model) / "llama2c_tokenizer.bin";
+        if (!a.quiet && std::filesystem::exists(vocab_path)) {
+          Llama2cVocab v = Llama2cVocab::load(vocab_path.string());
+          fmt::print("{}\n", v.decode(r.tokens, prompt.back()));
+        }
+      }
+      if (!a.quiet) print_stats(r, load_s);
+    });
+  }
+  {
+    static GenArgs a;
+    a.max_new = 512;
+    a.s.temperature = 0.9f;  // MiniCPM-SALA's recommended sampling temperature
+    auto* cmd = app.add_subcommand("chat", "Chat in the model's chat format (ChatML for MiniCPM), one line per turn "
+                                           "from stdin; the cache is kept across turns");
+    cmd->add_option("model", a.model, "Model folder (with its tokenizer)")->required();
+    cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer folder or file (default: the model folder)");
+    cmd->add_option("--system", a.system, "System message");
+    cmd->add_option("-n,--max-new-tokens", a.max_new, "Tokens per reply at most")->capture_default_str();
+    cmd->add_option("--context", a.context, "Context limit (default: max_position_embeddings)");
+    add_sampling(cmd, a);
+    cmd->callback([] {
+      Model m = Model::load(a.model);
+      auto tok = text::Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
+      std::vector<text::ChatMessage> msgs;
+      if (!a.system.empty()) msgs.push_back({"system", a.system});
+      SequenceState st = m.new_state(a.context);
+      std::vector<int32_t> cached;  // the ids in st, to append only what is new each turn
+      std::string line;
+      const bool tty = isatty(0);
+      while (true) {
+        if (tty) fmt::print(stderr, "> ");
+        if (!std::getline(std::cin, line)) break;
+        if (line.empty()) continue;
+        msgs.push_back({"user", line});
+        std::vector<int32_t> all = tok->encode_chat(msgs, true);
+        const bool extends = all.size() > cached.size() && std::equal(cached.begin(), cached.end(), all.begin());
+        if (!extends) {  // tokenization differs at the boundary: start the cache over
+          st.reset();
+          cached.clear();
+        }
+        std::vector<int32_t> fresh(all.begin() + std::ptrdiff_t(cached.size()), all.end());
+        GenerateOptions o;
+        o.max_new_tokens = a.max_new;
+        o.sampling = a.s;
+        o.stop_ids = stop_ids_for(m, tok.get());
+        TextStream ts(*tok, tok->stop_strings());
+        o.on_token = [&](int32_t id) { return ts.push(id); };
+        GenerateResult r = generate(m, st, fresh, o);
+        ts.finish();
+        fmt::print("\n");
+        cached = all;
+        cached.insert(cached.end(), r.tokens.begin(), r.tokens.end());
+        msgs.push_back({"assistant", ts.text});
+        if (tty) print_stats(r, 0);
       }
     });
   }

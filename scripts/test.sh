@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it: dependencies, the HF tokenizer oracle (npm), the release build (CPU + CUDA sm_90a:
+# CUDA code must compile here even though its tests run on the GPU machine), every CPU test through ctest, then the
+# safetensors header fuzzer for a bounded time. GPU tests: scripts/device.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${SALA_BUILD_JOBS:-$(nproc)}
+bash scripts/install_deps.sh
+bash scripts/oracle.sh
+preset=release
+command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]] || { echo "test.sh: no nvcc: CPU-only build"; preset=cpu; }
+cmake --preset "$preset"
+cmake --build --preset "$preset" -j"$jobs"
+ctest --preset "$preset" -j"$jobs" --timeout 900
+bash scripts/fuzz.sh "${SALA_FUZZ_SECONDS:-60}"
