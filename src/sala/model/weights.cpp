@@ -190,8 +190,7 @@ void write_sharded(const ModelConfig& c, const std::string& dir, DType dtype, ui
   const size_t n = shards.size();
   nlohmann::json weight_map = nlohmann::json::object();
   for (size_t si = 0; si < n; ++si) {
-    std::string fname = n == 1 ? "model.safetensors"
-                               : fmt::format("model-{:05d}-of-{:05d}.safetensors", si + 1, n);
+    std::string fname = n == 1 ? "model.safetensors" : io::shard_file_name(si + 1, n);
     std::vector<std::vector<std::byte>> bufs(shards[si].size());
     std::vector<io::TensorToWrite> tw;
     for (size_t j = 0; j < shards[si].size(); ++j) {
