@@ -52,20 +52,38 @@ void append_rows(std::vector<float>& dst, const float* src, int64_t n, int64_t r
 }
 }  // namespace
 
+Model::Qkv Model::project_qkv(const float* x, int64_t n, const LayerWeights& L, int64_t Hq, int64_t Hkv, int64_t D,
+                              bool norm, const Rope* rope, int64_t pos0, Trace* tr, const std::string& tag) const {
+  const int64_t hid = cfg_.hidden_size;
+  Qkv r;
+  r.q.resize(size_t(n * Hq * D));
+  r.k.resize(size_t(n * Hkv * D));
+  r.v.resize(size_t(n * Hkv * D));
+  cpu::matmul(r.q.data(), x, L.q.data(), n, hid, Hq * D);
+  cpu::matmul(r.k.data(), x, L.k.data(), n, hid, Hkv * D);
+  cpu::matmul(r.v.data(), x, L.v.data(), n, hid, Hkv * D);
+  if (norm) {  // per head, one weight shared by all heads, before RoPE
+    const float eps = float(cfg_.rms_norm_eps);
+    cpu::rmsnorm(r.q.data(), r.q.data(), L.q_norm.data(), n * Hq, D, eps);
+    cpu::rmsnorm(r.k.data(), r.k.data(), L.k_norm.data(), n * Hkv, D, eps);
+  }
+  if (rope) {
+    rope->apply(r.q.data(), n, Hq, pos0);
+    rope->apply(r.k.data(), n, Hkv, pos0);
+  }
+  if (tr) {
+    tr->rows_f32(tag + "q", r.q.data(), {n, Hq, D});
+    tr->rows_f32(tag + "k", r.k.data(), {n, Hkv, D});
+    tr->rows_f32(tag + "v", r.v.data(), {n, Hkv, D});
+  }
+  return r;
+}
+
 void Model::dense_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
                         Trace* tr, const std::string& tag) const {
   const int64_t hid = cfg_.hidden_size, Hq = cfg_.num_attention_heads, Hkv = C.kv_heads, D = C.head_dim;
-  std::vector<float> q(static_cast<size_t>(n * Hq * D)), k(static_cast<size_t>(n * Hkv * D)), v(static_cast<size_t>(n * Hkv * D)), o(static_cast<size_t>(n * Hq * D));
-  cpu::matmul(q.data(), x, L.q.data(), n, hid, Hq * D);
-  cpu::matmul(k.data(), x, L.k.data(), n, hid, Hkv * D);
-  cpu::matmul(v.data(), x, L.v.data(), n, hid, Hkv * D);
-  rope_dense_.apply(q.data(), n, Hq, pos0);
-  rope_dense_.apply(k.data(), n, Hkv, pos0);
-  if (tr) {
-    tr->rows_f32(tag + "q", q.data(), {n, Hq, D});
-    tr->rows_f32(tag + "k", k.data(), {n, Hkv, D});
-    tr->rows_f32(tag + "v", v.data(), {n, Hkv, D});
-  }
+  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, &rope_dense_, pos0, tr, tag);
+  std::vector<float> o(q.size());
   append_rows(C.k, k.data(), n, Hkv * D);
   append_rows(C.v, v.data(), n, Hkv * D);
   cpu::attention_causal(o.data(), q.data(), C.k.data(), C.v.data(), n, pos0, Hq, Hkv, D, float(1.0 / std::sqrt(double(D))));
@@ -77,19 +95,8 @@ void Model::sparse_mixer(float* out, const float* x, int64_t n, const LayerWeigh
                          const CallSpec& call, Trace* tr, const std::string& tag) const {
   const int64_t hid = cfg_.hidden_size, Hq = cfg_.num_attention_heads, Hkv = C.kv_heads, D = C.head_dim;
   const float scale = float(1.0 / std::sqrt(double(D)));
-  std::vector<float> q(static_cast<size_t>(n * Hq * D)), k(static_cast<size_t>(n * Hkv * D)), v(static_cast<size_t>(n * Hkv * D)), o(static_cast<size_t>(n * Hq * D));
-  cpu::matmul(q.data(), x, L.q.data(), n, hid, Hq * D);
-  cpu::matmul(k.data(), x, L.k.data(), n, hid, Hkv * D);
-  cpu::matmul(v.data(), x, L.v.data(), n, hid, Hkv * D);
-  if (cfg_.attn_use_rope) {
-    rope_sparse_.apply(q.data(), n, Hq, pos0);
-    rope_sparse_.apply(k.data(), n, Hkv, pos0);
-  }
-  if (tr) {
-    tr->rows_f32(tag + "q", q.data(), {n, Hq, D});
-    tr->rows_f32(tag + "k", k.data(), {n, Hkv, D});
-    tr->rows_f32(tag + "v", v.data(), {n, Hkv, D});
-  }
+  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, cfg_.attn_use_rope ? &rope_sparse_ : nullptr, pos0, tr, tag);
+  std::vector<float> o(q.size());
   append_rows(C.k, k.data(), n, Hkv * D);
   append_rows(C.v, v.data(), n, Hkv * D);
   C.k1.append(k.data(), n);
@@ -135,23 +142,9 @@ void Model::lightning_mixer(float* out, const float* x, int64_t n, const LayerWe
   const int64_t hid = cfg_.hidden_size, H = cfg_.lightning_heads(), Hkv = cfg_.lightning_kv_heads(),
                 D = cfg_.lightning_dim();
   const float eps = float(cfg_.rms_norm_eps);
-  std::vector<float> q(static_cast<size_t>(n * H * D)), k(static_cast<size_t>(n * Hkv * D)), v(static_cast<size_t>(n * Hkv * D)), o(static_cast<size_t>(n * H * D));
-  cpu::matmul(q.data(), x, L.q.data(), n, hid, H * D);
-  cpu::matmul(k.data(), x, L.k.data(), n, hid, Hkv * D);
-  cpu::matmul(v.data(), x, L.v.data(), n, hid, Hkv * D);
-  if (cfg_.qk_norm) {  // per head, one weight shared by all heads, before RoPE
-    cpu::rmsnorm(q.data(), q.data(), L.q_norm.data(), n * H, D, eps);
-    cpu::rmsnorm(k.data(), k.data(), L.k_norm.data(), n * Hkv, D, eps);
-  }
-  if (cfg_.lightning_use_rope) {
-    rope_lightning_.apply(q.data(), n, H, pos0);
-    rope_lightning_.apply(k.data(), n, Hkv, pos0);
-  }
-  if (tr) {
-    tr->rows_f32(tag + "q", q.data(), {n, H, D});
-    tr->rows_f32(tag + "k", k.data(), {n, Hkv, D});
-    tr->rows_f32(tag + "v", v.data(), {n, Hkv, D});
-  }
+  auto [q, k, v] = project_qkv(x, n, L, H, Hkv, D, cfg_.qk_norm, cfg_.lightning_use_rope ? &rope_lightning_ : nullptr,
+                               pos0, tr, tag);
+  std::vector<float> o(q.size());
   if (Hkv != H) {  // GQA lightning: each query head reads its group's k, v
     const int64_t group = H / Hkv;
     std::vector<float> ke(static_cast<size_t>(n * H * D)), ve(static_cast<size_t>(n * H * D));

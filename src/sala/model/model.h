@@ -47,6 +47,12 @@ class Model {
   std::vector<float> decode(int32_t id, SequenceState& st, Trace* trace = nullptr) const;
 
  private:
+  struct Qkv {
+    std::vector<float> q, k, v;  // (n, Hq, D), (n, Hkv, D), (n, Hkv, D)
+  };
+  // q, k, v projections; per-head RMSNorm of q and k when `norm`; RoPE when given; traced as L{l}.q/k/v.
+  Qkv project_qkv(const float* x, int64_t n, const LayerWeights& L, int64_t Hq, int64_t Hkv, int64_t D, bool norm,
+                  const Rope* rope, int64_t pos0, Trace* tr, const std::string& tag) const;
   void sparse_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
                     const CallSpec& call, Trace* tr, const std::string& tag) const;
   void lightning_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
