@@ -132,6 +132,17 @@ void add_generate_commands(CLI::App& app) {
       if (!a.stop.empty())
         for (int32_t x : parse_ids(a.stop, "--stop-ids")) o.stop_ids.push_back(x);
       SequenceState st = m.new_state(a.context);
+      // Long prompts: prefill in 2048-token chunks (same result, §docs/model.md) with progress on stderr.
+      if (o.prefill_chunk == 0 && prompt.size() > 4096) o.prefill_chunk = 2048;
+      const auto t_pre = std::chrono::steady_clock::now();
+      if (!a.quiet && prompt.size() > 4096)
+        o.on_prefill_progress = [t_pre](int64_t done, int64_t total) {
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_pre).count();
+          const double rate = double(done) / std::max(s, 1e-9);
+          fmt::print(stderr, "\rprefill {}/{} tokens, {:.0f} tok/s, ETA {:.0f}s   ", done, total, rate,
+                     double(total - done) / std::max(rate, 1e-9));
+          if (done == total) fmt::print(stderr, "\n");
+        };
       std::unique_ptr<TextStream> ts;
       if (tok && !a.quiet) {
         ts = std::make_unique<TextStream>(*tok, a.stop_strings);

@@ -57,6 +57,24 @@ TEST(Cli, InitInfoGenerateDump) {
   EXPECT_NE(f.find("step1.logits"), nullptr);
 }
 
+TEST(Cli, TextPromptAndChatOnTheBundledModel) {
+  if (!have_cli()) GTEST_SKIP() << "sala binary not built";
+  const std::string model = std::string(SALA_SOURCE_DIR) + "/models/sala-tiny";
+  CliRun r = sala_cli("generate " + model + " --prompt \"Once upon a time\" -n 8 --temperature 0.7 --seed 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;  // the prompt, then the continuation
+  EXPECT_NE(r.out.find("decode 8 tok"), std::string::npos) << r.out;
+  r = sala_cli("tokenize " + model + " \"Once upon a time\"");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sala_cli("chat " + model + " -n 4 --seed 1 < /dev/null");
+  EXPECT_EQ(r.code, 0) << r.out;
+  const std::string dir = sala::test::temp_dir("cli_chat");
+  std::ofstream(dir + "/in.txt") << "hello there\nand again\n";
+  r = sala_cli("chat " + model + " -n 4 --seed 1 --system \"Be brief.\" < " + dir + "/in.txt");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_GE(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;  // a reply line per user line (random weights)
+}
+
 TEST(Cli, ErrorsAreClear) {
   if (!have_cli()) GTEST_SKIP() << "sala binary not built";
   const std::string dir = sala::test::temp_dir("cli_err");

@@ -240,7 +240,7 @@ void Model::forward(std::span<const int32_t> ids, SequenceState& st, const CallS
 }
 
 std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& st, int64_t chunk, Trace* tr,
-                                  bool all_rows) const {
+                                  bool all_rows, const std::function<void(int64_t, int64_t)>& progress) const {
   const int64_t n = int64_t(ids.size());
   if (n == 0) fail("prefill: empty prompt");
   if (st.pos + n > st.max_len)
@@ -253,6 +253,7 @@ std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& s
     const bool last = c0 + m == n;
     forward(ids.subspan(size_t(c0), size_t(m)), st, call, (all_rows || last) ? &part : nullptr, all_rows, tr);
     if (all_rows || last) out.insert(out.end(), part.begin(), part.end());
+    if (progress) progress(c0 + m, n);
   }
   return out;
 }

@@ -4,6 +4,7 @@
 // prompt does not depend on its chunking.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,8 +43,10 @@ class Model {
 
   // A whole prompt in chunks of `chunk` tokens (0 = one chunk). Returns the logits of the last token (or of every
   // token when all_rows).
+  // progress (if set) is called after each chunk with (tokens done, total).
   std::vector<float> prefill(std::span<const int32_t> ids, SequenceState& st, int64_t chunk = 0,
-                             Trace* trace = nullptr, bool all_rows = false) const;
+                             Trace* trace = nullptr, bool all_rows = false,
+                             const std::function<void(int64_t, int64_t)>& progress = {}) const;
   std::vector<float> decode(int32_t id, SequenceState& st, Trace* trace = nullptr) const;
 
  private:

@@ -19,7 +19,7 @@ GenerateResult generate(const Model& m, SequenceState& st, std::span<const int32
   std::vector<int32_t> history(prompt.begin(), prompt.end());
 
   auto t0 = clock::now();
-  std::vector<float> logits = m.prefill(prompt, st, o.prefill_chunk);
+  std::vector<float> logits = m.prefill(prompt, st, o.prefill_chunk, nullptr, false, o.on_prefill_progress);
   r.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   r.stop_reason = "length";
   auto t1 = clock::now();

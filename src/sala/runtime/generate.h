@@ -19,6 +19,7 @@ struct GenerateOptions {
   std::vector<int64_t> stop_ids;  // empty = the config's eos ids
   bool ignore_eos = false;
   std::function<bool(int32_t)> on_token;  // return false to stop
+  std::function<void(int64_t, int64_t)> on_prefill_progress;  // (tokens done, total) after each prefill chunk
 };
 
 struct GenerateResult {
