@@ -11,5 +11,12 @@ preset=release
 command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]] || { echo "test.sh: no nvcc: CPU-only build"; preset=cpu; }
 cmake --preset "$preset"
 cmake --build --preset "$preset" -j"$jobs"
+# the fuzzer's own log is long: keep it in a file and show its verdict (and the tail if it failed)
+mkdir -p build
+if ! bash scripts/fuzz.sh "${SALA_FUZZ_SECONDS:-60}" > build/fuzz.log 2>&1; then
+  tail -40 build/fuzz.log
+  echo "test.sh: the safetensors fuzzer failed (build/fuzz.log)"
+  exit 1
+fi
+tail -1 build/fuzz.log
 ctest --preset "$preset" -j"$jobs" --timeout 900
-bash scripts/fuzz.sh "${SALA_FUZZ_SECONDS:-60}"
