@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it: dependencies, the HF tokenizer oracle (npm), the release build (CPU + CUDA sm_90a:
-# CUDA code must compile here even though its tests run on the GPU machine), every CPU test through ctest, then the
-# safetensors header fuzzer for a bounded time. GPU tests: scripts/device.sh.
+# CUDA code must compile here even though its tests run on the GPU machine), the safetensors header fuzzer for a
+# bounded time, then every CPU test through ctest (its summary is the last line). GPU tests: scripts/device.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${SALA_BUILD_JOBS:-$(nproc)}
