@@ -41,5 +41,5 @@ status=0
 echo
 echo "== summary (card: $(cut -d, -f1 "$OUT/gpu.txt"), commit $(cat $DEV/commit))"
 printf '%-24s %s\n' "gpu tests" "$(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests.log" | tr '\n' ' ')"
-tail -1 "$OUT/bench_lightning_decode.txt"
+tail -2 "$OUT/bench_lightning_decode.txt"
 exit $status
