@@ -47,7 +47,7 @@ void attend_row(float* out, const float* qh, const float* k, const float* v, con
 void attention_causal(float* o, const float* q, const float* k, const float* v, int64_t T, int64_t pos0, int64_t Hq,
                       int64_t Hkv, int64_t D, float scale) {
   const int64_t group = Hq / Hkv;
-#pragma omp parallel
+#pragma omp parallel if (T * Hq * (pos0 + T) * D > kParallelWork)
   {
     std::vector<float> scores;
     RangeList rl;
@@ -64,7 +64,7 @@ void attention_causal(float* o, const float* q, const float* k, const float* v, 
 void attention_block_sparse(float* o, const float* q, const float* k, const float* v, const int32_t* idx, int64_t K,
                             int64_t block, int64_t T, int64_t pos0, int64_t Hq, int64_t Hkv, int64_t D, float scale) {
   const int64_t group = Hq / Hkv;
-#pragma omp parallel
+#pragma omp parallel if (T * Hq * K * block * D > kParallelWork)
   {
     std::vector<float> scores;
     RangeList rl;

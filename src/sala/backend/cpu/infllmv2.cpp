@@ -59,7 +59,7 @@ void infllmv2_select(int32_t* idx, const float* q, const CompressedKeys& k1, con
   if (scores_out) scores_out->assign(size_t(Hkv * T * n1_total), 0.0f);
   const float neg_inf = -std::numeric_limits<float>::infinity(), pos_inf = std::numeric_limits<float>::infinity();
 
-#pragma omp parallel
+#pragma omp parallel if (Hkv * T * Hq * (n1_total + n2_total) * D > kParallelWork)
   {
     std::vector<float> s(static_cast<size_t>(n1_total)), l2(static_cast<size_t>(n2_total)), blk;
     std::vector<int32_t> order;

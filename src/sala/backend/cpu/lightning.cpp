@@ -10,7 +10,7 @@ namespace sala::cpu {
 void lightning_recurrent(float* o, const float* q, const float* k, const float* v, float* state,
                          const float* log_decay, float scale, int64_t T, int64_t H, int64_t D) {
   const int64_t row = H * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * H * D * D > kParallelWork)
   for (int64_t h = 0; h < H; ++h) {
     float* S = state + h * D * D;
     const float gamma = float(std::exp(double(log_decay[h])));
@@ -34,7 +34,7 @@ void lightning_recurrent(float* o, const float* q, const float* k, const float* 
 void lightning_chunked(float* o, const float* q, const float* k, const float* v, float* state,
                        const float* log_decay, float scale, int64_t T, int64_t H, int64_t D, int64_t chunk) {
   const int64_t row = H * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * H * D * (D + chunk) > kParallelWork)
   for (int64_t h = 0; h < H; ++h) {
     float* S = state + h * D * D;
     const double g = log_decay[h];

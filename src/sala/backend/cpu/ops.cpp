@@ -41,7 +41,7 @@ __attribute__((target_clones("arch=haswell", "default"))) static void dot4(float
 
 void matmul(float* y, const float* x, const float* w, int64_t T, int64_t in, int64_t out) {
   // Each weight row is read once per 4 tokens; rows are split across threads.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * in * out > kParallelWork)
   for (int64_t o = 0; o < out; ++o) {
     const float* wr = w + o * in;
     int64_t t = 0;

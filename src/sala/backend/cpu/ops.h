@@ -5,6 +5,10 @@
 
 namespace sala::cpu {
 
+// Multiply-adds below which an op runs on one thread: a parallel region costs microseconds, and on a loaded machine
+// (ctest -j, other processes) waking threads for small decode-size work costs far more than the work.
+inline constexpr int64_t kParallelWork = int64_t(1) << 20;
+
 // y: (T, out) = x: (T, in) · w^T, w: (out, in). y must not alias x.
 void matmul(float* y, const float* x, const float* w, int64_t T, int64_t in, int64_t out);
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, per row of n; y may alias x. Variance accumulated in double.
