@@ -92,7 +92,7 @@ std::vector<int64_t> stop_ids_for(const Model& m, const text::Tokenizer* tok) {
 void add_generate_commands(CLI::App& app) {
   {
     static GenArgs a;
-    auto* cmd = app.add_subcommand("generate", "Generate tokens from a prompt of token ids (greedy or sampled)");
+    auto* cmd = app.add_subcommand("generate", "Generate from a prompt (text or token ids), greedy or sampled; streams text when the model has a tokenizer");
     cmd->add_option("model", a.model, "Model folder (config.json + safetensors)")->required();
     cmd->add_option("-p,--prompt", a.prompt, "Prompt text (needs tokenizer.json or tokenizer.model beside the model)");
     cmd->add_option("--ids", a.ids, "Prompt token ids instead of text, e.g. 1,450,4996 (default: BOS)");
@@ -101,7 +101,7 @@ void add_generate_commands(CLI::App& app) {
     cmd->add_option("-n,--max-new-tokens", a.max_new, "Tokens to generate at most")->capture_default_str();
     cmd->add_option("--chunk", a.chunk, "Prefill chunk size (0 = whole prompt at once)")->capture_default_str();
     cmd->add_option("--context", a.context, "Context limit (default: max_position_embeddings)");
-    cmd->add_option("--stop-ids", a.stop, "Stop ids (default: the config's eos ids)");
+    cmd->add_option("--stop-ids", a.stop, "Extra stop ids (the config's and tokenizer's eos ids always stop)");
     cmd->add_flag("--ignore-eos", a.ignore_eos, "Do not stop at eos");
     cmd->add_flag("-q,--quiet", a.quiet, "Print only the generated ids");
     add_sampling(cmd, a);

@@ -12,7 +12,9 @@ int main(int argc, char** argv) {
       "Models are Hugging Face folders (config.json + *.safetensors). Start with:\n"
       "  sala init --preset sala-tiny --out /tmp/tiny     # a random-weight model\n"
       "  sala info /tmp/tiny                              # what it is and what it costs\n"
-      "  sala generate /tmp/tiny --ids 1,5,9              # token ids in, token ids out\n"};
+      "  sala generate /tmp/tiny --ids 1,5,9              # token ids in, token ids out\n"
+      "  sala generate models/sala-tiny --prompt \"Hi\"     # text in, text out (the bundled tiny model)\n"
+      "Every subcommand has --help.\n"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   sala::app::add_model_commands(app);
