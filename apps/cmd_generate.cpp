@@ -127,10 +127,10 @@ void add_generate_commands(CLI::App& app) {
       o.max_new_tokens = a.max_new;
       o.prefill_chunk = a.chunk;
       o.sampling = a.s;
-      o.ignore_eos = a.ignore_eos;
-      o.stop_ids = stop_ids_for(m, tok.get());
+      if (!a.ignore_eos) o.stop_ids = stop_ids_for(m, tok.get());
       if (!a.stop.empty())
         for (int32_t x : parse_ids(a.stop, "--stop-ids")) o.stop_ids.push_back(x);
+      o.ignore_eos = a.ignore_eos && o.stop_ids.empty();  // --ignore-eos keeps explicit --stop-ids
       SequenceState st = m.new_state(a.context);
       // Long prompts: prefill in 2048-token chunks (same result, §docs/model.md) with progress on stderr.
       if (o.prefill_chunk == 0 && prompt.size() > 4096) o.prefill_chunk = 2048;
