@@ -202,6 +202,7 @@ void add_generate_commands(CLI::App& app) {
         o.max_new_tokens = a.max_new;
         o.sampling = a.s;
         o.stop_ids = stop_ids_for(m, tok.get());
+        o.history = cached;  // the repetition penalty sees the whole conversation, as HF's input_ids
         TextStream ts(*tok, tok->stop_strings());
         o.on_token = [&](int32_t id) { return ts.push(id); };
         GenerateResult r = generate(m, st, fresh, o);
@@ -209,6 +210,7 @@ void add_generate_commands(CLI::App& app) {
         fmt::print("\n");
         cached = all;
         cached.insert(cached.end(), r.tokens.begin(), r.tokens.end());
+        cached.resize(size_t(st.pos));  // the last sampled token was never fed back: it is not in the cache
         msgs.push_back({"assistant", ts.text});
         if (tty) print_stats(r, 0);
       }

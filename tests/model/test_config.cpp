@@ -98,3 +98,23 @@ TEST(Config, ErrorsNameTheFieldAndValue) {
   test::expect_error([&] { parse_config(j, "c.json"); }, {"missing", "vocab_size"});
   test::expect_error([&] { load_config("/nonexistent/dir"); }, {"/nonexistent/dir", "cannot open"});
 }
+
+TEST(Config, HuggingFaceDefaultsPerModelType) {
+  json j = {{"model_type", "minicpm"}, {"vocab_size", 100}, {"hidden_size", 64}, {"intermediate_size", 128},
+            {"num_hidden_layers", 4}, {"num_attention_heads", 4}};
+  ModelConfig c = parse_config(j, "m.json");
+  EXPECT_NEAR(c.residual_scale(), 1.0 / 2.0, 1e-15);  // MiniCPMConfig: scale_depth 1 -> 1/sqrt(4)
+  EXPECT_NEAR(c.logits_scale(), 1.0 / 64, 1e-15);     // dim_model_base 1 -> logits / hidden
+  EXPECT_TRUE(c.tie_word_embeddings);
+  j["model_type"] = "llama";
+  j["scale_depth"] = 1.4;  // not read by HF Llama
+  c = parse_config(j, "l.json");
+  EXPECT_DOUBLE_EQ(c.residual_scale(), 1.0);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  j["model_type"] = "mistral";
+  j["sliding_window"] = 4096;
+  test::expect_error([&] { parse_config(j, "mi.json"); }, {"sliding_window", "4096"});
+  json s = sala9b();
+  s.erase("qk_norm");
+  test::expect_error([&] { parse_config(s, "s.json"); }, {"qk_norm", "missing"});
+}

@@ -218,3 +218,18 @@ TEST(Model, ResidualEmbeddingAndLogitScales) {
   auto lw = matmul64(want, m.weights().lm_head, 1, c.hidden_size, c.vocab_size);
   EXPECT_LT(test::rel_max_err(logits, lw), 1e-4);
 }
+
+TEST(Model, StateOfAnotherConfigAndBadLaterChunkAreRejectedCleanly) {
+  Model m = make_model("sala-tiny");
+  Model other = make_model("minicpm-tiny");
+  SequenceState wrong = other.new_state();
+  std::vector<int32_t> ids = {1, 2, 3};
+  test::expect_error([&] { m.prefill(ids, wrong); }, {"different model config"});
+  SequenceState s = m.new_state();
+  std::vector<int32_t> bad(100, 7);
+  bad[90] = -1;  // in the last of several chunks: rejected before the first chunk runs
+  test::expect_error([&] { m.prefill(bad, s, 16); }, {"token id -1", "position 90"});
+  EXPECT_EQ(s.pos, 0);
+  EXPECT_FALSE(s.poisoned);
+  EXPECT_TRUE(s.layers[0].k.empty());
+}

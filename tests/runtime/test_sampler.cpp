@@ -92,3 +92,22 @@ TEST(Sampler, RejectsBadParameters) {
   p.top_k = -1;
   test::expect_error([&] { Sampler s(p); }, {"top_k"});
 }
+
+TEST(Sampler, TopKKeepsEveryTokenTiedWithTheKth) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 1;
+  std::vector<float> l = {1.0f, 0.0f, 1.0f, 1.0f};
+  auto f = frequencies(p, l, 3000);
+  EXPECT_EQ(f.size(), 3u);  // ids 0, 2, 3 (as HF's TopKLogitsWarper: removes only scores below the k-th)
+  EXPECT_EQ(f.count(1), 0u);
+}
+
+TEST(Sampler, TinyTemperatureIsArgmaxNotNaN) {
+  SamplingParams p;
+  p.temperature = 1e-30f;
+  std::vector<float> l = {0.5f, 2.0f, -1.0f, 1.9f};
+  auto f = frequencies(p, l, 200);
+  EXPECT_EQ(f.size(), 1u);
+  EXPECT_EQ(f.begin()->first, 1);
+}

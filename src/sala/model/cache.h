@@ -23,7 +23,11 @@ struct LayerCache {
 struct SequenceState {
   int64_t pos = 0;      // tokens consumed
   int64_t max_len = 0;  // context limit (max_position_embeddings unless raised)
+  bool poisoned = false;  // a call failed half-way: caches no longer line up with pos until reset()
   std::vector<LayerCache> layers;
+
+  // True when this state was created for a config with the same layer kinds and head shapes.
+  bool matches(const ModelConfig& c) const;
 
   static SequenceState create(const ModelConfig& c, int64_t max_len = 0);
   void reset();

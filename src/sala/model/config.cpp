@@ -131,10 +131,17 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   c.max_position_embeddings = r.integer("max_position_embeddings", 4096);
   c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
   c.rope.theta = r.number("rope_theta", 10000.0);
-  c.tie_word_embeddings = r.boolean("tie_word_embeddings", c.model_type == "llama" ? false : false);
-  c.scale_emb = r.number("scale_emb", 1.0);
-  c.scale_depth = r.number("scale_depth", 0.0);
-  c.dim_model_base = r.number("dim_model_base", 0.0);
+  const bool minicpm = c.model_type == "minicpm" || c.model_type == "minicpm_sala";
+  // Defaults of the HF config classes: MiniCPMConfig ties embeddings and always applies its muP scales (1 when absent);
+  // LlamaConfig / MistralConfig do not tie and have no muP (their keys, if present, are not read by HF either).
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", minicpm && c.model_type == "minicpm");
+  if (minicpm) {
+    c.scale_emb = r.number("scale_emb", 1.0);
+    c.scale_depth = r.number("scale_depth", 1.0);
+    c.dim_model_base = r.number("dim_model_base", 1.0);
+  }
+  if (const json* sw = r.get("sliding_window"); sw && c.model_type == "mistral")
+    fail("{}: field 'sliding_window' = {} is not supported (sliding-window attention)", src, sw->dump());
   c.bos_token_id = r.integer("bos_token_id", 1);
   c.eos_token_ids = parse_id_list(r, "eos_token_id");
   c.pad_token_id = r.get("pad_token_id") && r.get("pad_token_id")->is_number_integer() ? r.integer("pad_token_id") : -1;
@@ -193,6 +200,10 @@ ModelConfig parse_config(const json& j, const std::string& src) {
     c.lightning_nkv = r.integer("lightning_nkv", c.num_attention_heads);
     c.lightning_head_dim = r.integer("lightning_head_dim", c.head_dim);
     c.lightning_scale = r.string("lightning_scale", "1/sqrt(d)");
+    // No public copy of configuration_minicpm_sala.py gives these defaults: the released config states them all, so
+    // they are required rather than guessed.
+    for (const char* key : {"qk_norm", "use_output_gate", "use_output_norm", "attn_use_output_gate"})
+      if (!r.get(key)) fail("{}: missing required field '{}' (model_type minicpm_sala)", src, key);
     c.qk_norm = r.boolean("qk_norm", true);
     c.use_output_gate = r.boolean("use_output_gate", true);
     c.use_output_norm = r.boolean("use_output_norm", true);
@@ -306,8 +317,8 @@ json config_to_json(const ModelConfig& c) {
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   if (c.model_type != "llama" && c.model_type != "mistral") {
     j["scale_emb"] = c.scale_emb;
-    if (c.scale_depth > 0) j["scale_depth"] = c.scale_depth;
-    if (c.dim_model_base > 0) j["dim_model_base"] = c.dim_model_base;
+    j["scale_depth"] = c.scale_depth;
+    j["dim_model_base"] = c.dim_model_base;
   }
   j["hidden_act"] = "silu";
   j["attention_bias"] = false;

@@ -49,10 +49,10 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  // muP scales (MiniCPM); absent for llama (then 1, no residual scaling, logits unscaled).
+  // muP scales: MiniCPM types always apply them (HF defaults 1 when absent); 0 = none (llama, mistral).
   double scale_emb = 1.0;
-  double scale_depth = 0.0;     // 0 = absent
-  double dim_model_base = 0.0;  // 0 = absent
+  double scale_depth = 0.0;
+  double dim_model_base = 0.0;
   int64_t bos_token_id = 1;
   std::vector<int64_t> eos_token_ids;
   int64_t pad_token_id = -1;

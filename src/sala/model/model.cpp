@@ -40,7 +40,8 @@ Model::Model(ModelConfig c, Weights w) : cfg_(std::move(c)), w_(std::move(w)) {
 Model Model::load(const std::string& dir) {
   ModelConfig c = load_config(dir);
   io::Checkpoint ck = io::Checkpoint::open(dir);
-  return Model(std::move(c), load_weights(c, ck));
+  Weights w = load_weights(c, ck);  // before c is moved from: argument evaluation order is unspecified
+  return Model(std::move(c), std::move(w));
 }
 
 namespace {
@@ -53,7 +54,8 @@ void append_rows(std::vector<float>& dst, const float* src, int64_t n, int64_t r
 }  // namespace
 
 Model::Qkv Model::project_qkv(const float* x, int64_t n, const LayerWeights& L, int64_t Hq, int64_t Hkv, int64_t D,
-                              bool norm, const Rope* rope, int64_t pos0, Trace* tr, const std::string& tag) const {
+                              bool norm, const Rope* rope, int64_t pos0, int64_t seq_len, Trace* tr,
+                              const std::string& tag) const {
   const int64_t hid = cfg_.hidden_size;
   Qkv r;
   r.q.resize(size_t(n * Hq * D));
@@ -68,8 +70,8 @@ Model::Qkv Model::project_qkv(const float* x, int64_t n, const LayerWeights& L, 
     cpu::rmsnorm(r.k.data(), r.k.data(), L.k_norm.data(), n * Hkv, D, eps);
   }
   if (rope) {
-    rope->apply(r.q.data(), n, Hq, pos0);
-    rope->apply(r.k.data(), n, Hkv, pos0);
+    rope->apply(r.q.data(), n, Hq, pos0, seq_len);
+    rope->apply(r.k.data(), n, Hkv, pos0, seq_len);
   }
   if (tr) {
     tr->rows_f32(tag + "q", r.q.data(), {n, Hq, D});
@@ -80,9 +82,9 @@ Model::Qkv Model::project_qkv(const float* x, int64_t n, const LayerWeights& L, 
 }
 
 void Model::dense_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                        Trace* tr, const std::string& tag) const {
+                        const CallSpec& call, Trace* tr, const std::string& tag) const {
   const int64_t hid = cfg_.hidden_size, Hq = cfg_.num_attention_heads, Hkv = C.kv_heads, D = C.head_dim;
-  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, &rope_dense_, pos0, tr, tag);
+  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, &rope_dense_, pos0, call.end(), tr, tag);
   std::vector<float> o(q.size());
   append_rows(C.k, k.data(), n, Hkv * D);
   append_rows(C.v, v.data(), n, Hkv * D);
@@ -95,7 +97,8 @@ void Model::sparse_mixer(float* out, const float* x, int64_t n, const LayerWeigh
                          const CallSpec& call, Trace* tr, const std::string& tag) const {
   const int64_t hid = cfg_.hidden_size, Hq = cfg_.num_attention_heads, Hkv = C.kv_heads, D = C.head_dim;
   const float scale = float(1.0 / std::sqrt(double(D)));
-  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, cfg_.attn_use_rope ? &rope_sparse_ : nullptr, pos0, tr, tag);
+  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, cfg_.attn_use_rope ? &rope_sparse_ : nullptr, pos0,
+                               call.end(), tr, tag);
   std::vector<float> o(q.size());
   append_rows(C.k, k.data(), n, Hkv * D);
   append_rows(C.v, v.data(), n, Hkv * D);
@@ -138,12 +141,12 @@ void Model::sparse_mixer(float* out, const float* x, int64_t n, const LayerWeigh
 }
 
 void Model::lightning_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                            Trace* tr, const std::string& tag) const {
+                            const CallSpec& call, Trace* tr, const std::string& tag) const {
   const int64_t hid = cfg_.hidden_size, H = cfg_.lightning_heads(), Hkv = cfg_.lightning_kv_heads(),
                 D = cfg_.lightning_dim();
   const float eps = float(cfg_.rms_norm_eps);
   auto [q, k, v] = project_qkv(x, n, L, H, Hkv, D, cfg_.qk_norm, cfg_.lightning_use_rope ? &rope_lightning_ : nullptr,
-                               pos0, tr, tag);
+                               pos0, call.end(), tr, tag);
   std::vector<float> o(q.size());
   if (Hkv != H) {  // GQA lightning: each query head reads its group's k, v
     const int64_t group = H / Hkv;
@@ -177,18 +180,35 @@ void Model::lightning_mixer(float* out, const float* x, int64_t n, const LayerWe
 
 void Model::forward(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call, std::vector<float>* logits,
                     bool all_rows, Trace* tr) const {
-  const int64_t n = int64_t(ids.size()), hid = cfg_.hidden_size, V = cfg_.vocab_size, pos0 = st.pos;
+  const int64_t n = int64_t(ids.size()), pos0 = st.pos;
   if (n == 0) fail("forward: empty input (no tokens)");
-  if (st.layers.size() != size_t(cfg_.num_hidden_layers)) fail("forward: sequence state belongs to another model");
+  if (st.poisoned) fail("forward: this sequence's state is inconsistent after a failed call; reset it first");
+  if (!st.matches(cfg_)) fail("forward: the sequence state was created for a different model config");
   if (pos0 < call.pos0 || pos0 + n > call.end())
     fail("forward: tokens at positions [{}, {}) lie outside their call [{}, {})", pos0, pos0 + n, call.pos0, call.end());
   if (pos0 + n > st.max_len)
     fail("context limit exceeded: {} cached + {} new tokens > {} (max_position_embeddings {}; raise the limit with "
          "--context)", pos0, n, st.max_len, cfg_.max_position_embeddings);
-  for (int64_t t = 0; t < n; ++t)
-    if (ids[size_t(t)] < 0 || ids[size_t(t)] >= V)
-      fail("token id {} at input position {} is outside the vocabulary [0, {})", ids[size_t(t)], t, V);
+  check_ids(ids);
+  // From here on the caches are being written: a failure leaves them out of line with pos, so the state is marked.
+  try {
+    run_layers(ids, st, call, logits, all_rows, tr);
+  } catch (...) {
+    st.poisoned = true;
+    throw;
+  }
+}
 
+void Model::check_ids(std::span<const int32_t> ids) const {
+  const int64_t V = cfg_.vocab_size;
+  for (size_t t = 0; t < ids.size(); ++t)
+    if (ids[t] < 0 || ids[t] >= V)
+      fail("token id {} at input position {} is outside the vocabulary [0, {})", ids[t], t, V);
+}
+
+void Model::run_layers(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call,
+                       std::vector<float>* logits, bool all_rows, Trace* tr) const {
+  const int64_t n = int64_t(ids.size()), hid = cfg_.hidden_size, V = cfg_.vocab_size, pos0 = st.pos;
   std::vector<float> h(static_cast<size_t>(n * hid)), xn(static_cast<size_t>(n * hid)), a(static_cast<size_t>(n * hid));
   const float emb_scale = float(cfg_.scale_emb);
   for (int64_t t = 0; t < n; ++t) {
@@ -208,8 +228,8 @@ void Model::forward(std::span<const int32_t> ids, SequenceState& st, const CallS
     if (tr) tr->rows_f32(tag + "attn_norm", xn.data(), {n, hid});
     switch (L.kind) {
       case LayerKind::Sparse: sparse_mixer(a.data(), xn.data(), n, L, C, pos0, call, tr, tag); break;
-      case LayerKind::Lightning: lightning_mixer(a.data(), xn.data(), n, L, C, pos0, tr, tag); break;
-      case LayerKind::Dense: dense_mixer(a.data(), xn.data(), n, L, C, pos0, tr, tag); break;
+      case LayerKind::Lightning: lightning_mixer(a.data(), xn.data(), n, L, C, pos0, call, tr, tag); break;
+      case LayerKind::Dense: dense_mixer(a.data(), xn.data(), n, L, C, pos0, call, tr, tag); break;
     }
     if (tr) tr->rows_f32(tag + "mixer_out", a.data(), {n, hid});
     cpu::axpy(h.data(), a.data(), rs, n * hid);
@@ -245,6 +265,7 @@ std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& s
   if (n == 0) fail("prefill: empty prompt");
   if (st.pos + n > st.max_len)
     fail("prompt of {} tokens (+{} cached) exceeds the context limit of {} tokens", n, st.pos, st.max_len);
+  check_ids(ids);  // the whole prompt before its first chunk touches the state
   const CallSpec call{st.pos, n};
   if (chunk <= 0) chunk = n;
   std::vector<float> out, part;

@@ -55,13 +55,16 @@ class Model {
   };
   // q, k, v projections; per-head RMSNorm of q and k when `norm`; RoPE when given; traced as L{l}.q/k/v.
   Qkv project_qkv(const float* x, int64_t n, const LayerWeights& L, int64_t Hq, int64_t Hkv, int64_t D, bool norm,
-                  const Rope* rope, int64_t pos0, Trace* tr, const std::string& tag) const;
+                  const Rope* rope, int64_t pos0, int64_t seq_len, Trace* tr, const std::string& tag) const;
+  void check_ids(std::span<const int32_t> ids) const;
+  void run_layers(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call, std::vector<float>* logits,
+                  bool all_rows, Trace* tr) const;
   void sparse_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
                     const CallSpec& call, Trace* tr, const std::string& tag) const;
   void lightning_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                       Trace* tr, const std::string& tag) const;
+                       const CallSpec& call, Trace* tr, const std::string& tag) const;
   void dense_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                   Trace* tr, const std::string& tag) const;
+                   const CallSpec& call, Trace* tr, const std::string& tag) const;
 
   ModelConfig cfg_;
   Weights w_;

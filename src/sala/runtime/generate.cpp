@@ -16,7 +16,8 @@ GenerateResult generate(const Model& m, SequenceState& st, std::span<const int32
   Sampler sampler(o.sampling);
   GenerateResult r;
   r.prompt_tokens = int64_t(prompt.size());
-  std::vector<int32_t> history(prompt.begin(), prompt.end());
+  std::vector<int32_t> history = o.history;
+  history.insert(history.end(), prompt.begin(), prompt.end());
 
   auto t0 = clock::now();
   std::vector<float> logits = m.prefill(prompt, st, o.prefill_chunk, nullptr, false, o.on_prefill_progress);

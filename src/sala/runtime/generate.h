@@ -19,11 +19,12 @@ struct GenerateOptions {
   std::vector<int64_t> stop_ids;  // empty = the config's eos ids
   bool ignore_eos = false;
   std::function<bool(int32_t)> on_token;  // return false to stop
-  std::function<void(int64_t, int64_t)> on_prefill_progress;  // (tokens done, total) after each prefill chunk
+  std::function<void(int64_t, int64_t)> on_prefill_progress;
+  std::vector<int32_t> history;  // tokens before the prompt the repetition penalty also sees (earlier chat turns)  // (tokens done, total) after each prefill chunk
 };
 
 struct GenerateResult {
-  std::vector<int32_t> tokens;  // generated, without the stop token
+  std::vector<int32_t> tokens;  // generated, without the stop token (the last one is not yet in the cache)
   int32_t stop_token = -1;      // the stop id that ended generation, or -1
   std::string stop_reason;      // "eos", "length", "callback", "context"
   double prefill_seconds = 0, decode_seconds = 0;

@@ -35,23 +35,30 @@ int32_t Sampler::sample(std::vector<float>& logits, std::span<const int32_t> his
   }
   if (p_.temperature <= 0.0f) return argmax(logits);
 
-  for (auto& l : logits) l /= p_.temperature;
+  // Ordering is unchanged by a positive temperature, so candidates are ranked on the raw logits and the temperature
+  // is applied in double after subtracting the maximum (a tiny temperature then gives a clean argmax, not inf - inf).
   std::vector<int32_t> ids(static_cast<size_t>(V));
   std::iota(ids.begin(), ids.end(), 0);
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b); };
+  auto by_logit = [&](int32_t a, int32_t b) {
+    return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+  };
   int64_t keep = V;
   if (p_.top_k > 0 && p_.top_k < V) {
     std::partial_sort(ids.begin(), ids.begin() + p_.top_k, ids.end(), by_logit);
     keep = p_.top_k;
+    // HF removes only logits below the k-th value: every token tied with it stays.
+    const float kth = logits[size_t(ids[size_t(keep - 1)])];
+    std::sort(ids.begin() + keep, ids.end(), by_logit);
+    while (keep < V && logits[size_t(ids[size_t(keep)])] == kth) ++keep;
   } else {
     std::sort(ids.begin(), ids.end(), by_logit);
   }
-  if (keep < V) std::sort(ids.begin(), ids.begin() + keep, by_logit);
   // softmax over the kept candidates (in double)
-  const double mx = logits[size_t(ids[0])];
+  const double mx = logits[size_t(ids[0])], temp = double(p_.temperature);
   std::vector<double> prob(static_cast<size_t>(keep));
   double sum = 0;
-  for (int64_t i = 0; i < keep; ++i) sum += prob[size_t(i)] = std::exp(double(logits[size_t(ids[size_t(i)])]) - mx);
+  for (int64_t i = 0; i < keep; ++i)
+    sum += prob[size_t(i)] = std::exp((double(logits[size_t(ids[size_t(i)])]) - mx) / temp);
   for (auto& p : prob) p /= sum;
   if (p_.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p (at least one token)
     double c = 0;

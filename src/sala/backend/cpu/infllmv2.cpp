@@ -24,6 +24,7 @@ void CompressedKeys::clear() {
 }
 
 void CompressedKeys::append(const float* k, int64_t n) {
+  SALA_CHECK(kernel > 0 && stride > 0 && heads > 0 && dim > 0);
   const int64_t row = heads * dim;
   tail.insert(tail.end(), k, k + n * row);
   int64_t tail_len = int64_t(tail.size()) / row;
@@ -85,6 +86,8 @@ void infllmv2_select(int32_t* idx, const float* q, const CompressedKeys& k1, con
               s[size_t(i)] += std::exp(dot(qh, k1.windows.data() + (i * Hkv + g) * D, D) * p.scale - lse);
           }
         }
+        for (auto& x : s)
+          if (x != x) x = 0.0f;  // the reference zeroes NaN stage-1 scores
         if (scores_out) std::copy(s.begin(), s.end(), scores_out->begin() + (g * T + t) * n1_total);
 
         // Pool onto blocks 0..q_blk: blocks beyond q_blk score 0 or -inf and lose every tie to earlier blocks, and are
