@@ -16,21 +16,6 @@ namespace {
 
 using json = nlohmann::json;
 
-void replace_all(std::string& s, const std::string& from, const std::string& to) {
-  if (from.empty()) return;
-  size_t p = s.find(from);
-  if (p == std::string::npos) return;
-  std::string out;
-  size_t last = 0;
-  for (; p != std::string::npos; p = s.find(from, last)) {
-    out.append(s, last, p - last);
-    out += to;
-    last = p + from.size();
-  }
-  out.append(s, last);
-  s.swap(out);
-}
-
 class Sequence : public Decoder {
  public:
   std::vector<std::unique_ptr<Decoder>> items;

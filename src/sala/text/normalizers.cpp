@@ -61,21 +61,7 @@ class Append : public Normalizer {
 class ReplaceString : public Normalizer {
  public:
   std::string from, to;
-  void normalize(std::string& s) const override {
-    if (from.empty()) return;
-    size_t p = s.find(from);
-    if (p == std::string::npos) return;
-    std::string out;
-    out.reserve(s.size() + s.size() / 4);
-    size_t last = 0;
-    for (; p != std::string::npos; p = s.find(from, last)) {
-      out.append(s, last, p - last);
-      out += to;
-      last = p + from.size();
-    }
-    out.append(s, last);
-    s.swap(out);
-  }
+  void normalize(std::string& s) const override { replace_all(s, from, to); }
 };
 
 class ReplaceRegex : public Normalizer {

@@ -132,4 +132,21 @@ inline size_t utf8_incomplete_tail(std::string_view s) {
   return 0;
 }
 
+// Replaces every occurrence of `from` (non-empty) in s by `to`, left to right, non-overlapping (HF Replace).
+inline void replace_all(std::string& s, std::string_view from, std::string_view to) {
+  if (from.empty()) return;
+  size_t p = s.find(from);
+  if (p == std::string::npos) return;
+  std::string out;
+  out.reserve(s.size() + s.size() / 4);
+  size_t last = 0;
+  for (; p != std::string::npos; p = s.find(from, last)) {
+    out.append(s, last, p - last);
+    out += to;
+    last = p + from.size();
+  }
+  out.append(s, last);
+  s.swap(out);
+}
+
 }  // namespace sala::text
