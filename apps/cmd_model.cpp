@@ -1,4 +1,5 @@
 // sala info | init | import: describe a model, write a random-weight checkpoint, import foreign checkpoints.
+#include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
 
@@ -96,7 +97,14 @@ void add_model_commands(CLI::App& app) {
       if (preset.empty() == config.empty()) fail("init: give exactly one of --preset or --config");
       ModelConfig c = preset.empty() ? load_config(config) : preset_config(preset);
       const auto bytes = uint64_t(shard_gb * 1e9);
-      write_random_model(c, out, parse_dtype(dtype), seed, bytes);
+      const auto t0 = std::chrono::steady_clock::now();
+      write_random_model(c, out, parse_dtype(dtype), seed, bytes, [&](size_t i, size_t n, uint64_t done, uint64_t total) {
+        if (n < 2) return;
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double rate = double(done) / std::max(s, 1e-9);
+        fmt::print(stderr, "shard {}/{}: {} of {} written, {}/s, ETA {:.0f}s\n", i, n, human_bytes(double(done)),
+                   human_bytes(double(total)), human_bytes(rate), double(total - done) / std::max(rate, 1.0));
+      });
       fmt::print("wrote {} ({} parameters, {}) to {}\n", preset.empty() ? config : preset, parameter_count(c), dtype, out);
     });
   }

@@ -1,6 +1,7 @@
 #include "sala/model/weights.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -152,7 +153,13 @@ void fill_random(const TensorSpec& s, float std, uint64_t seed, float* out) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     Rng rng(h + uint64_t(r) * 0x9e3779b97f4a7c15ull);
-    for (int64_t i = 0; i < cols; ++i) out[r * cols + i] = float(rng.normal()) * std;
+    float* o = out + r * cols;
+    for (int64_t i = 0; i < cols; i += 2) {  // Box-Muller gives two normals per draw: use both
+      double u1 = std::max(rng.uniform(), 1e-300), u2 = rng.uniform();
+      double rad = std::sqrt(-2.0 * std::log(u1)), th = 6.283185307179586 * u2;
+      o[i] = float(rad * std::cos(th)) * std;
+      if (i + 1 < cols) o[i + 1] = float(rad * std::sin(th)) * std;
+    }
   }
 }
 
@@ -171,7 +178,8 @@ namespace {
 // Groups tensors into shards of at most max_bytes (a tensor larger than that gets its own shard) and writes them with
 // the Hugging Face names and index. `produce` fills the bytes of one tensor in the target dtype.
 void write_sharded(const ModelConfig& c, const std::string& dir, DType dtype, uint64_t max_bytes,
-                   const std::function<void(const TensorSpec&, std::vector<std::byte>&)>& produce) {
+                   const std::function<void(const TensorSpec&, std::vector<std::byte>&)>& produce,
+                   const std::function<void(size_t, size_t, uint64_t, uint64_t)>& progress = {}) {
   std::filesystem::create_directories(dir);
   std::vector<TensorSpec> specs = tensor_specs(c);
   const size_t es = dtype_size(dtype);
@@ -189,6 +197,7 @@ void write_sharded(const ModelConfig& c, const std::string& dir, DType dtype, ui
   }
   const size_t n = shards.size();
   nlohmann::json weight_map = nlohmann::json::object();
+  uint64_t written = 0;
   for (size_t si = 0; si < n; ++si) {
     std::string fname = n == 1 ? "model.safetensors" : io::shard_file_name(si + 1, n);
     std::vector<std::vector<std::byte>> bufs(shards[si].size());
@@ -200,6 +209,8 @@ void write_sharded(const ModelConfig& c, const std::string& dir, DType dtype, ui
       weight_map[s.name] = fname;
     }
     io::write_safetensors((std::filesystem::path(dir) / fname).string(), tw, {{"format", "pt"}});
+    for (auto& b : bufs) written += b.size();
+    if (progress) progress(si + 1, n, written, total);
   }
   if (n > 1) {
     nlohmann::json idx = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
@@ -219,7 +230,8 @@ void save_model(const ModelConfig& c, const Weights& w, const std::string& dir, 
 }
 
 void write_random_model(const ModelConfig& c, const std::string& dir, DType dtype, uint64_t seed,
-                        uint64_t max_shard_bytes) {
+                        uint64_t max_shard_bytes,
+                        const std::function<void(size_t, size_t, uint64_t, uint64_t)>& progress) {
   write_sharded(c, dir, dtype, max_shard_bytes, [&](const TensorSpec& s, std::vector<std::byte>& buf) {
     const int64_t n = s.numel();
     buf.resize(size_t(n) * dtype_size(dtype));
@@ -233,7 +245,7 @@ void write_random_model(const ModelConfig& c, const std::string& dir, DType dtyp
     std::vector<float> all(static_cast<size_t>(n));
     fill_random(s, float(c.initializer_range), seed, all.data());
     convert_from_f32(buf.data(), all.data(), dtype, size_t(n));
-  });
+  }, progress);
 }
 
 }  // namespace sala

@@ -3,6 +3,7 @@
 // validation, loading, random init and saving all walk it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,7 +64,9 @@ void fill_random(const TensorSpec& s, float std, uint64_t seed, float* out);
 void save_model(const ModelConfig& c, const Weights& w, const std::string& dir, DType dtype,
                 uint64_t max_shard_bytes = 5ull << 30);
 // Writes a random-weight checkpoint tensor by tensor, never holding more than one shard in memory (for the 9B shapes).
+// progress (if set) is called after each shard with (shard done, shards, bytes written so far, total bytes).
 void write_random_model(const ModelConfig& c, const std::string& dir, DType dtype, uint64_t seed,
-                        uint64_t max_shard_bytes = 5ull << 30);
+                        uint64_t max_shard_bytes = 5ull << 30,
+                        const std::function<void(size_t, size_t, uint64_t, uint64_t)>& progress = {});
 
 }  // namespace sala
