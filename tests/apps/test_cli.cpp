@@ -55,6 +55,19 @@ TEST(Cli, InitInfoGenerateDump) {
   EXPECT_EQ(f.find("prefill.logits")->shape, (std::vector<int64_t>{3, 512}));
   EXPECT_NE(f.find("prefill.L1.lightning.state"), nullptr);
   EXPECT_NE(f.find("step1.logits"), nullptr);
+  // compare: a dump against itself passes; against a chunked run of the same prompt it passes within fp32 noise;
+  // against another model it names the first diverging tensor
+  r = sala_cli("dump " + dir + "/m --ids 1,5,9 --decode-ids 4,4 --chunk 1 --out " + dir + "/d2.safetensors");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sala_cli("compare " + dir + "/d.safetensors " + dir + "/d2.safetensors --rtol 1e-4");
+  EXPECT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(sala_cli("init --preset sala-tiny --out " + dir + "/m2 --seed 4").code, 0);
+  r = sala_cli("dump " + dir + "/m2 --ids 1,5,9 --out " + dir + "/d3.safetensors");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sala_cli("compare " + dir + "/d.safetensors " + dir + "/d3.safetensors");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("first tensor over rtol"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prefill.embed"), std::string::npos) << r.out;  // embeddings differ first
 }
 
 TEST(Cli, TextPromptAndChatOnTheBundledModel) {
