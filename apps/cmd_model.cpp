@@ -39,8 +39,11 @@ void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, co
                c.lightning_heads(), c.lightning_kv_heads(), c.lightning_dim(), c.lightning_scale, c.qk_norm,
                c.lightning_use_rope);
     const SparseConfig& s = c.sparse;
-    fmt::print("sparse       block {}, top-{} ({} free + {} local), init {}, K1 {}/{}, K2 {}/{}, dense below {} tokens, rope {}\n",
-               s.block_size, s.total_topk(), s.topk, s.local_blocks(), s.init_blocks, s.kernel_size, s.kernel_stride,
+    const int64_t forced = s.init_blocks + s.local_blocks() + 1;
+    fmt::print("sparse       block {}, top-{} (topk {} + window {}/{}): {} forced ({} init + {} local) + {} by score, "
+               "K1 {}/{}, K2 {}/{}, dense below {} tokens, rope {}\n",
+               s.block_size, s.total_topk(), s.topk, s.window_size, s.block_size, forced, s.init_blocks,
+               s.local_blocks() + 1, std::max<int64_t>(0, s.total_topk() - forced), s.kernel_size, s.kernel_stride,
                4 * s.kernel_size, 4 * s.kernel_stride, s.dense_len, c.attn_use_rope);
   }
   fmt::print("rope         theta {}{}\n", c.rope.theta, c.rope.longrope() ? " (LongRoPE)" : "");
