@@ -291,7 +291,7 @@ std::vector<double> infllmv2_block_scores(const std::vector<double>& q, int Tq, 
     std::vector<double> out(sz(Hkv) * sz(Tq) * sz(nb));
     for (int g = 0; g < Hkv; ++g)
         for (int t = 0; t < Tq; ++t) {
-            const double* srow = &S[(sz(g) * sz(Tq) + sz(t)) * sz(N1)];
+            const double* srow = S.data() + (sz(g) * sz(Tq) + sz(t)) * sz(N1);  // S may be empty (N1 = 0)
             double* brow = &out[(sz(g) * sz(Tq) + sz(t)) * sz(nb)];
             const int pos = decode ? L - 1 : t;
             const int q_blk = pos / p.block_size;
