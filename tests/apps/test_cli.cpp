@@ -11,23 +11,9 @@
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;
-};
+using CliRun = sala::test::ShellRun;
 
-CliRun sala_cli(const std::string& args) {
-  const std::string cmd = std::string(SALA_BINARY_DIR) + "/sala " + args + " 2>&1";
-  CliRun r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+CliRun sala_cli(const std::string& args) { return sala::test::shell(std::string(SALA_BINARY_DIR) + "/sala " + args); }
 
 bool have_cli() { return std::filesystem::exists(std::string(SALA_BINARY_DIR) + "/sala"); }
 

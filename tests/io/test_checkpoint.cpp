@@ -17,6 +17,7 @@
 #include "sala/core/error.h"
 #include "sala/io/checkpoint.h"
 #include "sala/io/safetensors.h"
+#include "test_util.h"
 
 namespace {
 
@@ -24,25 +25,8 @@ namespace fs = std::filesystem;
 using sala::DType;
 using namespace sala::io;
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("sala-io-ck-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : sala::test::TempDir {
+  TempDir() : sala::test::TempDir("io-ck") {}
 };
 
 template <class T>

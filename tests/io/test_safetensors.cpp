@@ -17,6 +17,7 @@
 #include "sala/io/atomic_file.h"
 #include "sala/io/checkpoint.h"
 #include "sala/io/safetensors.h"
+#include "test_util.h"
 
 namespace {
 
@@ -25,24 +26,8 @@ using sala::DType;
 using namespace sala::io;
 
 // A fresh folder under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("sala-io-st-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : sala::test::TempDir {
+  TempDir() : sala::test::TempDir("io-st") {}
 };
 
 template <class T>

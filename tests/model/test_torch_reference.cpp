@@ -18,22 +18,8 @@
 
 namespace {
 
-struct ShellRun {
-  int code = -1;
-  std::string out;
-};
-
-ShellRun shell(const std::string& cmd) {
-  ShellRun r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using sala::test::ShellRun;
+using sala::test::shell;
 
 const std::string kPython = "/usr/bin/python3";
 

@@ -37,21 +37,7 @@ class ReplaceRegex : public Decoder {
   std::unique_ptr<Regex> re;
   std::string to;
   void decode_chain(std::vector<std::string>& t) const override {
-    std::vector<std::pair<size_t, size_t>> m;
-    for (auto& s : t) {
-      m.clear();
-      re->find_all(s, m);
-      if (m.empty()) continue;
-      std::string out;
-      size_t last = 0;
-      for (auto [b, e] : m) {
-        out.append(s, last, b - last);
-        out += to;
-        last = e;
-      }
-      out.append(s, last);
-      s.swap(out);
-    }
+    for (auto& s : t) re->replace_all(s, to);
   }
 };
 

@@ -68,20 +68,7 @@ class ReplaceRegex : public Normalizer {
  public:
   std::unique_ptr<Regex> re;
   std::string to;
-  void normalize(std::string& s) const override {
-    std::vector<std::pair<size_t, size_t>> m;
-    re->find_all(s, m);
-    if (m.empty()) return;
-    std::string out;
-    size_t last = 0;
-    for (auto [b, e] : m) {
-      out.append(s, last, b - last);
-      out += to;
-      last = e;
-    }
-    out.append(s, last);
-    s.swap(out);
-  }
+  void normalize(std::string& s) const override { re->replace_all(s, to); }
 };
 
 class Unicode : public Normalizer {

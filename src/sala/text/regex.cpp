@@ -104,4 +104,19 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
   }
 }
 
+void Regex::replace_all(std::string& s, std::string_view to) const {
+  std::vector<std::pair<size_t, size_t>> m;
+  find_all(s, m);
+  if (m.empty()) return;
+  std::string out;
+  size_t last = 0;
+  for (auto [b, e] : m) {
+    out.append(s, last, b - last);
+    out += to;
+    last = e;
+  }
+  out.append(s, last);
+  s.swap(out);
+}
+
 }  // namespace sala::text

@@ -21,6 +21,8 @@ class Regex {
   Regex& operator=(const Regex&) = delete;
   // Appends the non-empty matches of `s` (a valid UTF-8 string) as [begin, end) byte ranges.
   void find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const;
+  // Replaces every match in s by `to` (HF Replace with a Regex pattern).
+  void replace_all(std::string& s, std::string_view to) const;
   const std::string& pattern() const { return pattern_; }
 
  private:
