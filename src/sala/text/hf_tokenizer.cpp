@@ -33,9 +33,6 @@ class HfTokenizer : public Tokenizer {
   int32_t vocab_size() const override { return vocab_size_; }
   std::optional<std::string> id_to_token(int32_t id) const override;
   std::optional<int32_t> token_to_id(std::string_view token) const override;
-  bool is_special(int32_t id) const override {
-    return id >= 0 && static_cast<size_t>(id) < special_.size() && special_[static_cast<size_t>(id)];
-  }
   std::string_view kind() const override { return "tokenizer.json"; }
 
  private:
@@ -52,7 +49,6 @@ class HfTokenizer : public Tokenizer {
   std::unordered_map<int32_t, size_t> added_by_id_;
   Vocab added_by_content_;
   AddedTokenMatcher raw_matcher_, normalized_matcher_;
-  std::vector<bool> special_;
   int32_t vocab_size_ = 0;
   std::vector<int32_t> prefix_ids_, suffix_ids_;  // post-processor (single sequence)
 };

@@ -25,9 +25,6 @@ class SpmTokenizer : public Tokenizer {
   int32_t vocab_size() const override { return vocab_size_; }
   std::optional<std::string> id_to_token(int32_t id) const override;
   std::optional<int32_t> token_to_id(std::string_view token) const override;
-  bool is_special(int32_t id) const override {
-    return id >= 0 && static_cast<size_t>(id) < special_.size() && special_[static_cast<size_t>(id)];
-  }
   std::string_view kind() const override { return "sentencepiece"; }
 
  private:
@@ -38,7 +35,6 @@ class SpmTokenizer : public Tokenizer {
   std::unordered_map<int32_t, size_t> added_by_id_;
   Vocab added_by_content_;
   AddedTokenMatcher matcher_;
-  std::vector<bool> special_;
   bool add_bos_ = true, add_eos_ = false;
 };
 

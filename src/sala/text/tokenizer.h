@@ -60,7 +60,9 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;  // 1 + the highest id (added tokens included)
   virtual std::optional<std::string> id_to_token(int32_t id) const = 0;
   virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
-  virtual bool is_special(int32_t id) const = 0;
+  bool is_special(int32_t id) const {
+    return id >= 0 && static_cast<size_t>(id) < special_.size() && special_[static_cast<size_t>(id)];
+  }
   virtual std::string_view kind() const = 0;  // "tokenizer.json" or "sentencepiece"
 
   int32_t bos_id() const { return bos_id_; }  // -1 when the tokenizer has none
@@ -80,6 +82,7 @@ class Tokenizer {
   // Called by implementations once the vocabulary is known: resolves bos/eos/unk ids and the chat format.
   void finish_setup(TokenizerConfig cfg);
   TokenizerConfig config_;
+  std::vector<bool> special_;  // by id: a special token (filled by the implementation)
   int32_t bos_id_ = -1, unk_id_ = -1;
   std::vector<int32_t> eos_ids_;
 };
