@@ -8,4 +8,5 @@ cmake --preset cpu >/dev/null
 cmake --build --preset cpu -j"$(nproc)" --target sala
 ./build/cpu/sala info models/sala-tiny --context 4096
 echo
+echo "# models/sala-tiny has random weights: the continuation below is noise until a trained model is bundled"
 ./build/cpu/sala generate models/sala-tiny --prompt "${1:-Once upon a time}" -n 48 --temperature 0.8 --seed 1
