@@ -10,7 +10,9 @@
 #include <atomic>
 #include <cstdio>
 #include <cmath>
+#include <cstddef>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -107,6 +109,12 @@ inline ShellRun shell(const std::string& cmd) {
   int st = pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// The bytes of a vector, as the safetensors writer takes them.
+template <class T>
+std::span<const std::byte> byte_view(const std::vector<T>& v) {
+  return std::as_bytes(std::span<const T>(v));
 }
 
 }  // namespace sala::test

@@ -29,10 +29,7 @@ struct TempDir : sala::test::TempDir {
   TempDir() : sala::test::TempDir("io-ck") {}
 };
 
-template <class T>
-std::span<const std::byte> byte_view(const std::vector<T>& v) {
-  return std::as_bytes(std::span<const T>(v));
-}
+using sala::test::byte_view;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -30,10 +30,7 @@ struct TempDir : sala::test::TempDir {
   TempDir() : sala::test::TempDir("io-st") {}
 };
 
-template <class T>
-std::span<const std::byte> byte_view(const std::vector<T>& v) {
-  return std::as_bytes(std::span<const T>(v));
-}
+using sala::test::byte_view;
 
 std::vector<std::byte> read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

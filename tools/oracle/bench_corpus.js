@@ -10,14 +10,7 @@ const mb = Number(process.argv[3] || 4);
 fs.mkdirSync(out, { recursive: true });
 const nm = path.join(__dirname, 'node_modules');
 
-function rng(seed) {
-  return function () {
-    seed |= 0; seed = (seed + 0x6D2B79F5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { rng } = require('./rng');
 function zipfSampler(n, r) {  // P(k) ~ 1/(k+10)
   const cdf = new Float64Array(n);
   let s = 0;

@@ -18,15 +18,7 @@ for (const f of fs.readdirSync(srcDir).sort()) {
   files.push(f);
 }
 
-// mulberry32: tiny deterministic PRNG (same output on every Node version).
-function rng(seed) {
-  return function () {
-    seed |= 0; seed = (seed + 0x6D2B79F5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { rng } = require('./rng');  // mulberry32: the same stream on every Node version
 
 // Long whitespace runs (spaces, tabs, newlines, CRLF, NBSP, ideographic space) around words.
 {
