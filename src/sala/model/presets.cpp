@@ -60,23 +60,30 @@ json sala_9b() {
           {"mixer_types", mt}};
 }
 
+// The released config with smaller shapes (lightning heads = query heads, as released); eos 2 only.
+json scaled_sala(int layers, int hidden, int inter, int heads, int kv_heads, int head_dim, int vocab, int max_pos,
+                 double init) {
+  json j = sala_9b();
+  j["num_hidden_layers"] = layers;
+  j["hidden_size"] = hidden;
+  j["intermediate_size"] = inter;
+  j["num_attention_heads"] = heads;
+  j["num_key_value_heads"] = kv_heads;
+  j["head_dim"] = head_dim;
+  j["lightning_nh"] = heads;
+  j["lightning_nkv"] = heads;
+  j["lightning_head_dim"] = head_dim;
+  j["vocab_size"] = vocab;
+  j["max_position_embeddings"] = max_pos;
+  j["initializer_range"] = init;
+  j["eos_token_id"] = 2;
+  return j;
+}
+
 // A small SALA model with the real head grouping (16 query heads per KV head) and a scaled-down sparse config, so
 // block selection (not just dense attention) runs within a few hundred tokens.
 json sala_tiny() {
-  json j = sala_9b();
-  j["num_hidden_layers"] = 4;
-  j["hidden_size"] = 256;
-  j["intermediate_size"] = 512;
-  j["num_attention_heads"] = 16;
-  j["num_key_value_heads"] = 1;
-  j["head_dim"] = 16;
-  j["lightning_nh"] = 16;
-  j["lightning_nkv"] = 16;
-  j["lightning_head_dim"] = 16;
-  j["vocab_size"] = 512;
-  j["max_position_embeddings"] = 4096;
-  j["initializer_range"] = 0.05;
-  j["eos_token_id"] = 2;
+  json j = scaled_sala(4, 256, 512, 16, 1, 16, 512, 4096, 0.05);
   j["sparse_config"] = {{"block_size", 16}, {"dense_len", 128}, {"init_blocks", 1}, {"kernel_size", 8},
                         {"kernel_stride", 4}, {"topk", 4},     {"use_nope", false}, {"window_size", 32}};
   j["mixer_types"] = {"minicpm4", "lightning-attn", "lightning-attn", "minicpm4"};
@@ -85,20 +92,7 @@ json sala_tiny() {
 
 // ~100M parameters, SALA ratio (1 sparse : 3 lightning), real sparse config.
 json sala_100m() {
-  json j = sala_9b();
-  j["num_hidden_layers"] = 12;
-  j["hidden_size"] = 768;
-  j["intermediate_size"] = 2048;
-  j["num_attention_heads"] = 16;
-  j["num_key_value_heads"] = 1;
-  j["head_dim"] = 48;
-  j["lightning_nh"] = 16;
-  j["lightning_nkv"] = 16;
-  j["lightning_head_dim"] = 48;
-  j["vocab_size"] = 8192;
-  j["max_position_embeddings"] = 65536;
-  j["initializer_range"] = 0.02;
-  j["eos_token_id"] = 2;
+  json j = scaled_sala(12, 768, 2048, 16, 1, 48, 8192, 65536, 0.02);
   json mt = json::array();
   for (int l = 0; l < 12; ++l) mt.push_back(l == 0 || l == 5 || l == 10 || l == 11 ? "minicpm4" : "lightning-attn");
   j["mixer_types"] = mt;
