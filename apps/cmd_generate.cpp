@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "gen_common.h"
 #include "sala/core/error.h"
 #include "sala/io/safetensors.h"
 #include "sala/model/llama2c.h"
@@ -17,77 +18,6 @@
 #include <iostream>
 
 namespace sala::app {
-
-namespace {
-
-struct GenArgs {
-  std::string model, ids, stop, prompt, tokenizer, system;
-  std::vector<std::string> stop_strings;
-  int64_t max_new = 64, chunk = 0, context = 0;
-  SamplingParams s;
-  bool ignore_eos = false, quiet = false;
-};
-
-void add_sampling(CLI::App* cmd, GenArgs& a) {
-  cmd->add_option("--temperature", a.s.temperature, "0 = greedy")->capture_default_str();
-  cmd->add_option("--top-k", a.s.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
-  cmd->add_option("--top-p", a.s.top_p, "Nucleus mass (1 = off)")->capture_default_str();
-  cmd->add_option("--min-p", a.s.min_p, "Drop tokens below min-p x the top probability")->capture_default_str();
-  cmd->add_option("--repetition-penalty", a.s.repetition_penalty, "HF-style penalty on seen tokens")->capture_default_str();
-  cmd->add_option("--seed", a.s.seed, "Sampling seed")->capture_default_str();
-}
-
-bool has_tokenizer(const std::string& dir) {
-  namespace fs = std::filesystem;
-  return fs::exists(fs::path(dir) / "tokenizer.json") || fs::exists(fs::path(dir) / "tokenizer.model");
-}
-
-void print_stats(const GenerateResult& r, double load_s) {
-  const double ptoks = double(r.prompt_tokens), dtoks = double(std::max<size_t>(r.tokens.size(), 1));
-  fmt::print(stderr,
-             "[load {:.2f}s | prefill {} tok in {:.3f}s ({:.1f} tok/s) | decode {} tok in {:.3f}s ({:.1f} tok/s) | "
-             "stop: {}]\n",
-             load_s, r.prompt_tokens, r.prefill_seconds, ptoks / std::max(r.prefill_seconds, 1e-9), r.tokens.size(),
-             r.decode_seconds, dtoks / std::max(r.decode_seconds, 1e-9), r.stop_reason);
-}
-
-// Streams generated text: ids -> complete UTF-8 -> stop-string filter -> stdout. Returns false once a stop string
-// is hit (generation ends there).
-struct TextStream {
-  text::StreamDecoder dec;
-  text::StopStrings stops;
-  std::string text;
-  bool stopped = false;
-  TextStream(const text::Tokenizer& t, std::vector<std::string> s) : dec(t), stops(std::move(s)) {}
-  bool push(int32_t id) {
-    auto r = stops.push(dec.push(id));
-    emit(r.text);
-    stopped = r.stopped;
-    return !r.stopped;
-  }
-  void finish() {
-    if (!stopped) {
-      auto r = stops.push(dec.finish());
-      emit(r.text);
-      if (!r.stopped) emit(stops.flush());
-    }
-  }
-  void emit(const std::string& s) {
-    text += s;
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fflush(stdout);
-  }
-};
-
-std::vector<int64_t> stop_ids_for(const Model& m, const text::Tokenizer* tok) {
-  std::vector<int64_t> ids = m.config().eos_token_ids;
-  if (tok)
-    for (int32_t e : tok->eos_ids())
-      if (std::find(ids.begin(), ids.end(), int64_t(e)) == ids.end()) ids.push_back(e);
-  return ids;
-}
-
-}  // namespace
 
 void add_generate_commands(CLI::App& app) {
   {
@@ -163,57 +93,6 @@ void add_generate_commands(CLI::App& app) {
         }
       }
       if (!a.quiet) print_stats(r, load_s);
-    });
-  }
-  {
-    static GenArgs a;
-    a.max_new = 512;
-    a.s.temperature = 0.9f;  // MiniCPM-SALA's recommended sampling temperature
-    auto* cmd = app.add_subcommand("chat", "Chat in the model's chat format (ChatML for MiniCPM), one line per turn "
-                                           "from stdin; the cache is kept across turns");
-    cmd->add_option("model", a.model, "Model folder (with its tokenizer)")->required();
-    cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer folder or file (default: the model folder)");
-    cmd->add_option("--system", a.system, "System message");
-    cmd->add_option("-n,--max-new-tokens", a.max_new, "Tokens per reply at most")->capture_default_str();
-    cmd->add_option("--context", a.context, "Context limit (default: max_position_embeddings)");
-    add_sampling(cmd, a);
-    cmd->callback([] {
-      Model m = Model::load(a.model);
-      auto tok = text::Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
-      std::vector<text::ChatMessage> msgs;
-      if (!a.system.empty()) msgs.push_back({"system", a.system});
-      SequenceState st = m.new_state(a.context);
-      std::vector<int32_t> cached;  // the ids in st, to append only what is new each turn
-      std::string line;
-      const bool tty = isatty(0);
-      while (true) {
-        if (tty) fmt::print(stderr, "> ");
-        if (!std::getline(std::cin, line)) break;
-        if (line.empty()) continue;
-        msgs.push_back({"user", line});
-        std::vector<int32_t> all = tok->encode_chat(msgs, true);
-        const bool extends = all.size() > cached.size() && std::equal(cached.begin(), cached.end(), all.begin());
-        if (!extends) {  // tokenization differs at the boundary: start the cache over
-          st.reset();
-          cached.clear();
-        }
-        std::vector<int32_t> fresh(all.begin() + std::ptrdiff_t(cached.size()), all.end());
-        GenerateOptions o;
-        o.max_new_tokens = a.max_new;
-        o.sampling = a.s;
-        o.stop_ids = stop_ids_for(m, tok.get());
-        o.history = cached;  // the repetition penalty sees the whole conversation, as HF's input_ids
-        TextStream ts(*tok, tok->stop_strings());
-        o.on_token = [&](int32_t id) { return ts.push(id); };
-        GenerateResult r = generate(m, st, fresh, o);
-        ts.finish();
-        fmt::print("\n");
-        cached = all;
-        cached.insert(cached.end(), r.tokens.begin(), r.tokens.end());
-        cached.resize(size_t(st.pos));  // the last sampled token was never fed back: it is not in the cache
-        msgs.push_back({"assistant", ts.text});
-        if (tty) print_stats(r, 0);
-      }
     });
   }
   {

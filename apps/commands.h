@@ -5,7 +5,8 @@
 namespace sala::app {
 
 void add_model_commands(CLI::App& app);     // info, init, import
-void add_generate_commands(CLI::App& app);  // generate, chat, dump
+void add_generate_commands(CLI::App& app);  // generate, dump
+void add_chat_commands(CLI::App& app);      // chat
 void add_compare_commands(CLI::App& app);   // compare
 
 }  // namespace sala::app

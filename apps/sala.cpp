@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   sala::app::add_model_commands(app);
   sala::app::add_generate_commands(app);
+  sala::app::add_chat_commands(app);
   sala::app::add_compare_commands(app);
   add_text_commands(app);
   try {
