@@ -1,6 +1,8 @@
 // sala info | init | import: describe a model, write a random-weight checkpoint, import foreign checkpoints.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <optional>
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -20,10 +22,21 @@ DType parse_dtype(const std::string& s) {
   if (s == "bf16" || s == "bfloat16") return DType::BF16;
   if (s == "f16" || s == "float16") return DType::F16;
   if (s == "f32" || s == "float32") return DType::F32;
-  fail("--dtype '{}' is not supported (bf16, f16, f32)", s);
+  fail_usage("--dtype '{}' is not supported (bf16, f16, f32)", s);
 }
 
-void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, const std::string& model_dir) {
+void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, const std::string& model_dir,
+                bool check_weights) {
+  // The checkpoint is checked before anything is printed, so a failure leaves no half-printed summary.
+  std::optional<io::Checkpoint> ck;
+  std::vector<std::string> unused;
+  if (!model_dir.empty() && std::filesystem::is_directory(model_dir)) {
+    ck = io::Checkpoint::open(model_dir);
+    unused = validate_checkpoint(c, *ck);
+    if (check_weights) check_weights_finite(c, *ck);
+  } else if (check_weights) {
+    fail_usage("--check-weights needs a model folder, not {}", source);
+  }
   fmt::print("model        {} ({}, {})\n", source, c.model_type, c.architecture.empty() ? "-" : c.architecture);
   fmt::print("layers       {}: {} sparse (InfLLM-V2), {} lightning, {} dense\n", c.num_hidden_layers,
              c.count_layers(LayerKind::Sparse), c.count_layers(LayerKind::Lightning), c.count_layers(LayerKind::Dense));
@@ -59,12 +72,11 @@ void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, co
   fmt::print("at {} tokens cache {} (bf16 KV) / {} (fp32 KV, sala CPU); weights + cache {}\n", ctx,
              human_bytes(m.cache_bytes(ctx)), human_bytes(estimate_memory(c, 2, 4).cache_bytes(ctx)),
              human_bytes(m.weight_bytes + m.cache_bytes(ctx)));
-  if (!model_dir.empty() && std::filesystem::is_directory(model_dir)) {
-    io::Checkpoint ck = io::Checkpoint::open(model_dir);
-    auto unused = validate_checkpoint(c, ck);
-    fmt::print("checkpoint   {} tensors, all present with the expected shapes", ck.names().size());
+  if (ck) {
+    fmt::print("checkpoint   {} tensors, all present with the expected shapes", ck->names().size());
     if (!unused.empty()) fmt::print(" ({} unused, e.g. '{}')", unused.size(), unused[0]);
     fmt::print("\n");
+    if (check_weights) fmt::print("weights      all finite (no NaN or Inf)\n");
   }
 }
 
@@ -74,13 +86,18 @@ void add_model_commands(CLI::App& app) {
   {
     auto* cmd = app.add_subcommand("info", "Summarise a model: layers, shapes, parameters, memory per context length");
     static std::string model, preset;
-    static int64_t ctx = 131072;
+    static int64_t ctx = 0;
+    static bool check_weights = false;
     cmd->add_option("model", model, "Model folder or config.json");
     cmd->add_option("--preset", preset, "A named config instead of a folder (see `sala init --help`)");
-    cmd->add_option("--context", ctx, "Context length for the memory estimate")->check(CLI::PositiveNumber);
+    cmd->add_option("--context", ctx, "Context length for the memory estimate (default: max_position_embeddings)");
+    add_check_weights_flag(cmd, check_weights);
     cmd->callback([] {
+      if (ctx < 0) fail_usage("--context = {} must be positive", ctx);
+      if (!model.empty() && !preset.empty()) fail_usage("give a model or --preset, not both");
       ModelConfig c = resolve_config(model, preset);
-      print_info(c, preset.empty() ? model : "preset " + preset, ctx, preset.empty() ? model : "");
+      const int64_t n = context_limit(c, ctx);
+      print_info(c, preset.empty() ? model : "preset " + preset, n, preset.empty() ? model : "", check_weights);
     });
   }
   {
@@ -97,11 +114,13 @@ void add_model_commands(CLI::App& app) {
     cmd->add_option("--seed", seed, "Random seed")->capture_default_str();
     cmd->add_option("--shard-gb", shard_gb, "Largest shard in GB (HF index when more than one)")->capture_default_str();
     cmd->callback([] {
-      if (preset.empty() == config.empty()) fail("init: give exactly one of --preset or --config");
+      if (preset.empty() == config.empty()) fail_usage("give exactly one of --preset or --config");
+      if (!(shard_gb > 0) || !std::isfinite(shard_gb)) fail_usage("--shard-gb = {} must be a positive number", shard_gb);
+      const DType dt = parse_dtype(dtype);
       ModelConfig c = preset.empty() ? load_config(config) : preset_config(preset);
-      const auto bytes = uint64_t(shard_gb * 1e9);
+      const auto bytes = uint64_t(std::min(shard_gb * 1e9, 1.8e19));
       const auto t0 = std::chrono::steady_clock::now();
-      write_random_model(c, out, parse_dtype(dtype), seed, bytes, [&](size_t i, size_t n, uint64_t done, uint64_t total) {
+      write_random_model(c, out, dt, seed, bytes, [&](size_t i, size_t n, uint64_t done, uint64_t total) {
         if (n < 2) return;
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double rate = double(done) / std::max(s, 1e-9);
@@ -122,13 +141,19 @@ void add_model_commands(CLI::App& app) {
         ->check(CLI::ExistingFile);
     l2c->add_option("--dtype", dtype, "Storage dtype: f32, bf16, f16")->capture_default_str();
     l2c->callback([] {
+      // Everything is read and checked before the output folder is touched.
+      const DType dt = parse_dtype(dtype);
       Llama2cModel m = read_llama2c(in);
-      save_model(m.config, m.weights, out, parse_dtype(dtype));
       if (!vocab.empty()) {
-        Llama2cVocab::load(vocab);  // validate before copying
+        Llama2cVocab v = Llama2cVocab::load(vocab);
+        if (v.size() != m.config.vocab_size)
+          fail("{}: the vocabulary has {} tokens but the checkpoint {} has vocab_size {}", vocab, v.size(), in,
+               m.config.vocab_size);
+      }
+      save_model(m.config, m.weights, out, dt);
+      if (!vocab.empty())
         std::filesystem::copy_file(vocab, std::filesystem::path(out) / "llama2c_tokenizer.bin",
                                    std::filesystem::copy_options::overwrite_existing);
-      }
       fmt::print("imported {} ({} layers, dim {}, vocab {}) to {}\n", in, m.config.num_hidden_layers,
                  m.config.hidden_size, m.config.vocab_size, out);
     });

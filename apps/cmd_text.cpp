@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "commands.h"
+#include "common.h"
 #include "sala/core/error.h"
+#include "sala/io/file.h"
 #include "sala/text/tokenizer.h"
 #include "sala/text/tokenizer_train.h"
 
@@ -19,37 +21,9 @@ namespace {
 
 std::string read_input(const std::string& text, const std::string& file, bool have_text) {
   if (have_text) return text;
-  if (!file.empty() && file != "-") {
-    std::ifstream f(file, std::ios::binary);
-    if (!f) sala::fail("cannot open {}", file);
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
+  // io::read_file refuses a FIFO (whose open would block), a directory (which would read as nothing) or a device.
+  if (!file.empty() && file != "-") return sala::io::read_file(file, "text input", uint64_t(1) << 32);
   return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-}
-
-std::vector<int32_t> parse_id_list(const std::string& s) {
-  std::vector<int32_t> ids;
-  std::string cur;
-  const auto flush = [&] {
-    if (cur.empty()) return;
-    try {
-      size_t used = 0;
-      const long v = std::stol(cur, &used);
-      if (used != cur.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(cur);
-      ids.push_back(static_cast<int32_t>(v));
-    } catch (const std::exception&) {
-      sala::fail("token ids: \"{}\" is not a non-negative integer", cur);
-    }
-    cur.clear();
-  };
-  for (char c : s) {
-    if (c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '[' || c == ']') flush();
-    else cur += c;
-  }
-  flush();
-  return ids;
 }
 
 std::string escape(const std::string& s) {
@@ -107,7 +81,7 @@ void add_text_commands(CLI::App& app) {
       const auto tok = sala::text::Tokenizer::load(a->model);
       const std::string src =
           a->ids.empty() ? std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()) : a->ids;
-      const auto ids = parse_id_list(src);
+      const auto ids = sala::app::parse_ids(src, a->ids.empty() ? "token ids on stdin" : "ids");
       for (int32_t id : ids)
         if (id >= tok->vocab_size()) sala::fail("token id {} is outside the vocabulary (size {})", id, tok->vocab_size());
       if (a->stream) {
@@ -135,12 +109,17 @@ void add_text_commands(CLI::App& app) {
     cmd->add_option("--threads", o->threads, "Trainer threads")->capture_default_str();
     cmd->add_option("--max-sentences", o->max_sentences, "Sample at most this many lines (0 = all)")->capture_default_str();
     cmd->add_option("--control-tokens", o->control_tokens, "Special tokens reserved after <unk> <s> </s>")->capture_default_str();
-    cmd->add_flag("!--hard-vocab-limit,--soft-vocab-limit", o->hard_vocab_limit,
-                  "Let a small corpus end with fewer pieces than --vocab-size");
+    cmd->add_flag("--hard-vocab-limit,!--soft-vocab-limit", o->hard_vocab_limit,
+                  "Fail unless the corpus yields exactly --vocab-size pieces (default: soft, a small corpus may end "
+                  "with fewer, as the output line reports)");
     cmd->callback([o] {
       sala::text::train_tokenizer(*o);
       const auto tok = sala::text::Tokenizer::load(o->out_dir);
-      fmt::print("wrote {}/tokenizer.model, tokenizer.json, tokenizer_config.json (vocab {})\n", o->out_dir, tok->vocab_size());
+      fmt::print("wrote {}/tokenizer.model, tokenizer.json, tokenizer_config.json (vocab {}{})\n", o->out_dir,
+                 tok->vocab_size(),
+                 tok->vocab_size() < o->vocab_size
+                     ? fmt::format(", fewer than --vocab-size {}: the corpus has too few distinct pieces", o->vocab_size)
+                     : "");
     });
   }
 }

@@ -4,26 +4,44 @@
 #include <filesystem>
 
 #include "sala/core/error.h"
+#include "sala/io/safetensors.h"
 #include "sala/model/presets.h"
 
 namespace sala::app {
 
 std::vector<int32_t> parse_ids(const std::string& s, const std::string& what) {
+  // One grammar for every id list (--ids, --stop-ids, --decode-ids, detokenize): non-negative integers separated by
+  // commas and/or whitespace, optionally inside [ ] as Python prints a list.
   std::vector<int32_t> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && (s[i] == ',' || s[i] == ' ' || s[i] == '\n' || s[i] == '\t')) ++i;
-    if (i >= s.size()) break;
+  const auto is_sep = [](char c) { return c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r'; };
+  size_t i = 0, n = s.size();
+  while (i < n && is_sep(s[i])) ++i;
+  const bool bracket = i < n && s[i] == '[';
+  if (bracket) {
+    while (n > i && is_sep(s[n - 1])) --n;
+    if (n == i + 1 || s[n - 1] != ']') fail_usage("{}: '{}' opens a [ list that is not closed", what, io::printable(s));
+    ++i, --n;
+  }
+  while (i < n) {
+    while (i < n && is_sep(s[i])) ++i;
+    if (i >= n) break;
     size_t j = i;
-    if (s[j] == '-') ++j;
-    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
-    if (j == i || (j < s.size() && s[j] != ',' && s[j] != ' ' && s[j] != '\n' && s[j] != '\t'))
-      fail("{}: '{}' is not a list of integer token ids (e.g. 1,2,3)", what, s);
-    long long v = std::stoll(s.substr(i, j - i));
-    if (v < INT32_MIN || v > INT32_MAX) fail("{}: token id {} is out of range", what, v);
+    int64_t v = 0;
+    while (j < n && s[j] >= '0' && s[j] <= '9') {
+      v = v * 10 + (s[j] - '0');
+      if (v > INT32_MAX) fail_usage("{}: token id '{}' is out of range", what, io::printable(s.substr(i, 20)));
+      ++j;
+    }
+    if (j == i || (j < n && !is_sep(s[j]))) {
+      size_t k = i;
+      while (k < n && !is_sep(s[k])) ++k;
+      fail_usage("{}: '{}' is not a token id (a non-negative integer); give a list like 1,2,3", what,
+                 io::printable(s.substr(i, k - i)));
+    }
     out.push_back(int32_t(v));
     i = j;
   }
+  if (out.empty()) fail_usage("{}: '{}' holds no token ids; give a list like 1,2,3", what, io::printable(s));
   return out;
 }
 
@@ -51,6 +69,33 @@ ModelConfig resolve_config(const std::string& model, const std::string& preset) 
   if (!preset.empty()) return preset_config(preset);
   if (model.empty()) fail("give a model folder, a config.json or --preset NAME");
   return load_config(model);
+}
+
+void check_lengths(int64_t max_new, int64_t chunk, int64_t context) {
+  if (max_new < 0) fail_usage("-n/--max-new-tokens = {} must be >= 0", max_new);
+  if (chunk < 0) fail_usage("--chunk = {} must be >= 0 (0 = the whole prompt at once)", chunk);
+  if (context < 0) fail_usage("--context = {} must be >= 0 (0 = max_position_embeddings)", context);
+}
+
+int64_t context_limit(const ModelConfig& c, int64_t context) {
+  if (context < 0) fail_usage("--context = {} must be >= 0 (0 = max_position_embeddings)", context);
+  if (context == 0) return c.max_position_embeddings;
+  if (context > c.max_position_embeddings)
+    fmt::print(stderr,
+               "sala: warning: --context {} is above the model's max_position_embeddings {}: positions past it were "
+               "not trained\n",
+               context, c.max_position_embeddings);
+  return context;
+}
+
+void check_ids_in_vocab(std::span<const int32_t> ids, const ModelConfig& c, const std::string& what) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= c.vocab_size)
+      fail("{}: token id {} (at index {}) is outside the vocabulary [0, {})", what, ids[i], i, c.vocab_size);
+}
+
+void add_check_weights_flag(CLI::App* cmd, bool& flag) {
+  cmd->add_flag("--check-weights", flag, "Scan every weight for NaN/Inf while loading (names the first bad tensor)");
 }
 
 }  // namespace sala::app

@@ -1,5 +1,6 @@
 // Helpers shared by the CLI subcommands: id-list parsing, model resolution, byte formatting, fingerprints.
 #pragma once
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -9,11 +10,23 @@
 
 namespace sala::app {
 
-std::vector<int32_t> parse_ids(const std::string& s, const std::string& what);  // "1,2,3" or "1 2 3"
+// "1,2,3", "1 2 3" or "[1, 2, 3]"; at least one id; UsageError naming `what` otherwise.
+std::vector<int32_t> parse_ids(const std::string& s, const std::string& what);
 std::string join_ids(std::span<const int32_t> ids);
 std::string human_bytes(double b);
 uint32_t fingerprint(std::span<const float> v);  // FNV-1a of the bytes: numerics changes show at a glance
 // A model given as a folder, a config.json path or a preset name.
 ModelConfig resolve_config(const std::string& model, const std::string& preset);
+
+// Option checks shared by the commands that run a model (UsageError naming the option):
+// -n >= 0, --chunk >= 0, --context >= 0 (0 = the model's limit).
+void check_lengths(int64_t max_new, int64_t chunk, int64_t context);
+// The context limit a run uses: --context, or max_position_embeddings when 0. Above max_position_embeddings it warns
+// on stderr (positions past it were never trained; the reference computes them all the same).
+int64_t context_limit(const ModelConfig& c, int64_t context);
+// Every id in [0, vocab_size), else an error naming `what`, the id and its index.
+void check_ids_in_vocab(std::span<const int32_t> ids, const ModelConfig& c, const std::string& what);
+// --check-weights: scan every weight for NaN/Inf at load (names the tensor).
+void add_check_weights_flag(CLI::App* cmd, bool& flag);
 
 }  // namespace sala::app

@@ -21,20 +21,13 @@ bool has_tokenizer(const std::string& dir) {
   return fs::exists(fs::path(dir) / "tokenizer.json") || fs::exists(fs::path(dir) / "tokenizer.model");
 }
 
-void print_stats(const GenerateResult& r, double load_s) {
-  const double ptoks = double(r.prompt_tokens), dtoks = double(std::max<size_t>(r.tokens.size(), 1));
-  fmt::print(stderr,
-             "[load {:.2f}s | prefill {} tok in {:.3f}s ({:.1f} tok/s) | decode {} tok in {:.3f}s ({:.1f} tok/s) | "
-             "stop: {}]\n",
-             load_s, r.prompt_tokens, r.prefill_seconds, ptoks / std::max(r.prefill_seconds, 1e-9), r.tokens.size(),
-             r.decode_seconds, dtoks / std::max(r.decode_seconds, 1e-9), r.stop_reason);
-}
+void print_stats(const GenerateResult& r, double load_s) { fmt::print(stderr, "{}\n", format_stats(r, load_s)); }
 
-bool TextStream::push(int32_t id) {
+TokenVerdict TextStream::push(int32_t id) {
   auto r = stops.push(dec.push(id));
   emit(r.text);
   stopped = r.stopped;
-  return !r.stopped;
+  return r.stopped ? TokenVerdict::stop_at(r.stop) : TokenVerdict(true);
 }
 
 void TextStream::finish() {
@@ -59,6 +52,5 @@ std::vector<int64_t> stop_ids_for(const Model& m, const text::Tokenizer* tok) {
       if (std::find(ids.begin(), ids.end(), int64_t(e)) == ids.end()) ids.push_back(e);
   return ids;
 }
-
 
 }  // namespace sala::app

@@ -18,22 +18,23 @@ struct GenArgs {
   std::vector<std::string> stop_strings;
   int64_t max_new = 64, chunk = 0, context = 0;
   SamplingParams s;
-  bool ignore_eos = false, quiet = false;
+  bool ignore_eos = false, quiet = false, check_weights = false;
 };
 
 void add_sampling(CLI::App* cmd, GenArgs& a);
 bool has_tokenizer(const std::string& dir);
+// The stats line (format_stats) on stderr; load_s < 0 leaves out the load time.
 void print_stats(const GenerateResult& r, double load_s);
 
 // Streams generated text: ids -> complete UTF-8 -> stop-string filter -> stdout (unless echo is off). push returns
-// false once a stop string is hit (generation ends there).
+// a stop verdict naming the stop string once one is hit (generation ends there).
 struct TextStream {
   text::StreamDecoder dec;
   text::StopStrings stops;
   std::string text;
   bool stopped = false, echo = true;
   TextStream(const text::Tokenizer& t, std::vector<std::string> s) : dec(t), stops(std::move(s)) {}
-  bool push(int32_t id);
+  TokenVerdict push(int32_t id);
   void finish();
   void emit(const std::string& s);
 };

@@ -1,6 +1,6 @@
 // libFuzzer target for sala::io::parse_safetensors_header. On arbitrary bytes the parser must either throw sala::Error
-// or return a header that keeps its promises (offsets inside the data section, byte sizes matching dtype x shape, no
-// overlaps) and that survives a round trip through make_safetensors_header. Anything else (a crash, a sanitizer
+// or return a header that keeps its promises (offsets inside the data section, byte sizes matching dtype x shape, the
+// non-empty ranges tiling the data section: no overlap, hole or trailing bytes) and that survives a round trip through make_safetensors_header. Anything else (a crash, a sanitizer
 // report, another exception type, a broken promise) is a finding.
 // With SALA_FUZZ_SEED_DIR set, LLVMFuzzerInitialize first writes the seed corpus there: a valid file produced by
 // write_safetensors plus a few mutations of it (scripts/fuzz.sh relies on this).
@@ -13,6 +13,7 @@
 #include <fstream>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sala/core/error.h"
@@ -85,6 +86,17 @@ void write_seeds(const std::filesystem::path& dir) {
   write_all(dir / "overlap", replaced("[12,24]", "[10,22]"));
   write_all(dir / "bad_metadata", replaced("\"pt\"", "[1]"));
   write_all(dir / "empty_header", with_header("{}      ", 0));
+  {  // bias and step moved 4 bytes later, data grown by 4: a hole at [12, 16)
+    std::string h = header;
+    for (auto [from, to] : {std::pair{"[12,24]", "[16,28]"}, std::pair{"[24,28]", "[28,32]"}})
+      if (auto p = h.find(from); p != std::string::npos) h.replace(p, std::strlen(from), to);
+    auto img = with_header(h, valid.size() - header_end + 4);
+    std::memcpy(img.data() + 8 + h.size(), valid.data() + header_end, valid.size() - header_end);
+    write_all(dir / "hole", img);
+  }
+  auto trailing = valid;
+  trailing.push_back(std::byte{0});
+  write_all(dir / "trailing_byte", trailing);
 }
 
 }  // namespace
@@ -118,9 +130,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (t.end - t.begin != uint64_t(t.numel()) * sala::dtype_size(t.dtype)) finding("accepted a wrong byte size");
     if (t.begin != t.end) {
       if (t.begin < reach) finding("accepted overlapping tensors");
+      if (t.begin > reach) finding("accepted a hole in the data section");
       reach = t.end;
     }
   }
+  if (reach != data_size) finding("accepted trailing bytes after the last tensor");
 
   // Round trip: the writer's header for what was parsed must parse back to the same tensors and metadata.
   try {

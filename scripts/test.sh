@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it: dependencies, the HF tokenizer oracle (npm), the release build (CPU + CUDA sm_90a:
-# CUDA code must compile here even though its tests run on the GPU machine), the safetensors header fuzzer for a
+# CUDA code must compile here even though its tests run on the GPU machine), the safetensors fuzzers (header; whole load path) for a
 # bounded time, the CPU tests under ASan/UBSan, then every CPU test through ctest (its summary is the last line). GPU tests: scripts/device.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ cmake --build --preset "$preset" -j"$jobs"
 mkdir -p build
 if ! bash scripts/fuzz.sh "${SALA_FUZZ_SECONDS:-60}" > build/fuzz.log 2>&1; then
   tail -40 build/fuzz.log
-  echo "test.sh: the safetensors fuzzer failed (build/fuzz.log)"
+  echo "test.sh: a safetensors fuzzer failed (build/fuzz.log)"
   exit 1
 fi
 tail -1 build/fuzz.log

@@ -50,6 +50,18 @@ inline std::string shared_path(const std::string& rel) {
       GTEST_SKIP() << "needs ../shared/" << (rel) << " (absent: not a CI checkout)";           \
   } while (0)
 
+// Runs f, expects a sala::Error, returns its message ("" and a test failure otherwise).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const ::sala::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected sala::Error, none thrown";
+  return "";
+}
+
 // Runs f, which must throw sala::Error whose message contains every given fragment.
 template <class F>
 void expect_error(F&& f, std::initializer_list<std::string> fragments) {
@@ -61,13 +73,6 @@ void expect_error(F&& f, std::initializer_list<std::string> fragments) {
     return;
   }
   ADD_FAILURE() << "no sala::Error thrown";
-}
-
-inline std::string temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("sala_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(p);
-  std::filesystem::create_directories(p);
-  return p.string();
 }
 
 // A fresh directory under the system temp dir, removed with everything in it when the object goes.

@@ -21,7 +21,8 @@ bool have_cli() { return std::filesystem::exists(std::string(SALA_BINARY_DIR) + 
 
 TEST(Cli, InitInfoGenerateDump) {
   if (!have_cli()) GTEST_SKIP() << "sala binary not built";
-  const std::string dir = sala::test::temp_dir("cli");
+  const sala::test::TempDir tmp_dir("cli");
+  const std::string dir = tmp_dir.str();
   CliRun r = sala_cli("init --preset sala-tiny --out " + dir + "/m --seed 3");
   ASSERT_EQ(r.code, 0) << r.out;
   r = sala_cli("info " + dir + "/m --context 1000");
@@ -67,7 +68,8 @@ TEST(Cli, TextPromptAndChatOnTheBundledModel) {
   ASSERT_EQ(r.code, 0) << r.out;
   r = sala_cli("chat " + model + " -n 4 --seed 1 < /dev/null");
   EXPECT_EQ(r.code, 0) << r.out;
-  const std::string dir = sala::test::temp_dir("cli_chat");
+  const sala::test::TempDir tmp_dir("cli_chat");
+  const std::string dir = tmp_dir.str();
   std::ofstream(dir + "/in.txt") << "hello there\nand again\n";
   r = sala_cli("chat " + model + " -n 4 --seed 1 --system \"Be brief.\" < " + dir + "/in.txt");
   EXPECT_EQ(r.code, 0) << r.out;
@@ -76,13 +78,14 @@ TEST(Cli, TextPromptAndChatOnTheBundledModel) {
 
 TEST(Cli, ErrorsAreClear) {
   if (!have_cli()) GTEST_SKIP() << "sala binary not built";
-  const std::string dir = sala::test::temp_dir("cli_err");
+  const sala::test::TempDir tmp_dir("cli_err");
+  const std::string dir = tmp_dir.str();
   CliRun r = sala_cli("generate " + dir + "/nope --ids 1");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;
   ASSERT_EQ(sala_cli("init --preset sala-tiny --out " + dir + "/m").code, 0);
   r = sala_cli("generate " + dir + "/m --ids 1,x,3");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);  // a malformed option value is a usage error
   EXPECT_NE(r.out.find("--ids"), std::string::npos) << r.out;
   r = sala_cli("generate " + dir + "/m --ids 1,99999");
   EXPECT_EQ(r.code, 1);
@@ -106,7 +109,8 @@ TEST(Cli, ErrorsAreClear) {
 TEST(Cli, ImportStories260K) {
   if (!have_cli()) GTEST_SKIP() << "sala binary not built";
   SALA_REQUIRE_SHARED("fixtures/stories260K/stories260K.bin");
-  const std::string dir = sala::test::temp_dir("cli_l2c");
+  const sala::test::TempDir tmp_dir("cli_l2c");
+  const std::string dir = tmp_dir.str();
   CliRun r = sala_cli("import llama2c " + sala::test::shared_path("fixtures/stories260K/stories260K.bin") + " --vocab " +
                    sala::test::shared_path("fixtures/stories260K/tok512.bin") + " --out " + dir + "/s");
   ASSERT_EQ(r.code, 0) << r.out;

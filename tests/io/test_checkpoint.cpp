@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -30,6 +31,7 @@ struct TempDir : sala::test::TempDir {
 };
 
 using sala::test::byte_view;
+using sala::test::error_of;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -47,16 +49,6 @@ std::set<std::string> files_in(const fs::path& dir) {
   return out;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const sala::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected sala::Error, none thrown";
-  return "";
-}
 
 bool equal_bytes(std::span<const std::byte> a, std::span<const std::byte> b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
@@ -327,3 +319,26 @@ TEST(CheckpointErrors, BadWriteLeavesFolderUntouched) {
 }
 
 }  // namespace
+
+TEST(Checkpoint, IndexMappingATensorTwiceIsRefused) {
+  // nlohmann keeps the last of two equal keys: two readers could then disagree about where a tensor lives
+  const sala::test::TempDir tmp("dup_index");
+  Fixture fx;
+  write_checkpoint(tmp.str(), fx.tensors, 50);  // sharded
+  const std::string idx = tmp.file("model.safetensors.index.json");
+  std::string text;
+  {
+    std::ifstream in(idx);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  const size_t at = text.find("\"model.a\"");
+  ASSERT_NE(at, std::string::npos);
+  const size_t eol = text.find('\n', at);
+  text.insert(eol + 1, text.substr(at - 4, eol + 1 - (at - 4)));  // the same line again
+  write_text(idx, text);
+  const std::string msg = error_of([&] { Checkpoint::open(tmp.str()); });
+  EXPECT_NE(msg.find(idx), std::string::npos) << msg;
+  EXPECT_NE(msg.find("key 'model.a' twice (in 'weight_map')"), std::string::npos) << msg;
+}

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -31,6 +32,7 @@ struct TempDir : sala::test::TempDir {
 };
 
 using sala::test::byte_view;
+using sala::test::error_of;
 
 std::vector<std::byte> read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -62,17 +64,6 @@ uint64_t le64(const std::vector<std::byte>& f) {
   return v;
 }
 
-// Runs f, expects a sala::Error, returns its message ("" and a test failure otherwise).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const sala::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected sala::Error, none thrown";
-  return "";
-}
 
 // Writes the hand-built file and opens it; the error must name the file and contain `phrase`.
 void expect_open_error(const std::string& header, const std::vector<uint8_t>& data, const std::string& phrase,
@@ -289,6 +280,37 @@ TEST(SafetensorsErrors, DuplicateKeysAndDeepNesting) {
   expect_open_error(R"({"a":{"dtype":"U8","dtype":"F32","shape":[1],"data_offsets":[0,1]}})", zeros(1),
                     "duplicate key 'dtype'");
   expect_open_error(std::string(200, '[') + std::string(200, ']'), {}, "nested deeper");
+  // Duplicates are refused at every depth: in __metadata__, in an unknown field of an entry, in objects inside arrays.
+  expect_open_error(R"({"__metadata__":{"format":"pt","format":"np"}})", {}, "duplicate key 'format'");
+  expect_open_error(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":{"k":1,"k":2}}})", zeros(1),
+                    "duplicate key 'k'");
+  expect_open_error(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":[{"k":1},{"j":1,"j":2}]}})",
+                    zeros(1), "duplicate key 'j'");
+  // The same key in sibling objects is not a duplicate.
+  auto ok = raw_file(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":[{"k":1},{"k":2}]},)"
+                     R"("b":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+                     zeros(2));
+  EXPECT_EQ(parse_safetensors_header(ok, "x").tensors.size(), 2u);
+}
+
+// The depth limit counts containers: root object (1), entry (2), then the nesting inside an unknown field.
+TEST(SafetensorsErrors, DepthLimitBoundary) {
+  auto entry_with_nesting = [](int levels) {
+    return R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":)" + std::string(size_t(levels), '[') +
+           std::string(size_t(levels), ']') + "}}";
+  };
+  auto ok = raw_file(entry_with_nesting(30), zeros(1));  // 32 levels
+  EXPECT_EQ(parse_safetensors_header(ok, "x").tensors.size(), 1u);
+  expect_open_error(entry_with_nesting(31), zeros(1), "nested deeper than 32 levels");
+}
+
+// Errors inside an entry are reported only once the whole header is known to be JSON: a file that is not valid JSON
+// is reported as such even when an earlier entry is also wrong.
+TEST(SafetensorsErrors, SyntaxErrorsWinOverEntryErrors) {
+  expect_open_error(R"({"a":{"dtype":"X9","shape":[1],"data_offsets":[0,1]},"b":)", zeros(1), "not valid JSON");
+  expect_open_error(R"({"a":{"dtype":"X9","shape":[1],"data_offsets":[0,1]},"a":1})", zeros(1), "duplicate key 'a'");
+  expect_open_error(R"({"a":{"dtype":"X9","shape":[1],"data_offsets":[0,1]},"b":1})", zeros(1),
+                    "tensor 'a': unknown dtype 'X9'");
 }
 
 TEST(SafetensorsErrors, EntryNotObjectOrMissingField) {
@@ -360,6 +382,114 @@ TEST(SafetensorsErrors, OverlappingTensors) {
                     zeros(12), "overlap");
 }
 
+// The non-empty ranges must cover the data section exactly, as the reference implementation requires.
+TEST(SafetensorsErrors, HolesAndTrailingBytes) {
+  expect_open_error(R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [3, 5]}})", zeros(5),
+                    "data section has a hole at bytes [0, 3) (before the first tensor, 'a')");
+  expect_open_error(R"({"b": {"dtype": "U8", "shape": [2], "data_offsets": [6, 8]},)"
+                    R"( "e": {"dtype": "U8", "shape": [0], "data_offsets": [4, 4]},)"
+                    R"( "a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}})",
+                    zeros(8), "data section has a hole at bytes [4, 6) (between tensors 'a' and 'b')");
+  expect_open_error(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", zeros(11),
+                    "3 trailing bytes after the last tensor's data (tensor 'a' ends at byte 8 of a 11-byte data");
+  expect_open_error(R"({"e": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}})", zeros(4),
+                    "4 trailing bytes after the last tensor's data (no tensor has data)");
+  expect_open_error(R"({"__metadata__": {"format": "pt"}})", zeros(1), "1 trailing bytes");
+}
+
+TEST(SafetensorsParse, OnlyEmptyTensorsAndEmptyDataSection) {
+  // Empty tensors anywhere in [0, data size]; ties on offsets keep header order (not name order).
+  auto img = raw_file(R"({"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                      R"("a":{"dtype":"BF16","shape":[3,0],"data_offsets":[0,0]},)"
+                      R"("__metadata__":{"k":"v"},)"
+                      R"("m":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})",
+                      {});
+  auto h = parse_safetensors_header(img, "x");
+  ASSERT_EQ(h.tensors.size(), 3u);
+  EXPECT_EQ(h.tensors[0].name, "z");
+  EXPECT_EQ(h.tensors[1].name, "a");
+  EXPECT_EQ(h.tensors[2].name, "m");
+  EXPECT_EQ(h.metadata.at("k"), "v");
+  EXPECT_EQ(h.data_offset, img.size());
+  auto h0 = parse_safetensors_header(raw_file("{}", {}), "x");
+  EXPECT_TRUE(h0.tensors.empty());
+}
+
+// An image of a header with n one-byte U8 tensors laid out back to back (names in header order), or n empty tensors.
+std::vector<std::byte> many_entries(size_t n, bool empty = false) {
+  std::string h = "{";
+  h.reserve(n * 80);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t b = empty ? 0 : i, e = empty ? 0 : i + 1;
+    h += fmt::format(R"({}"model.layers.{}.weight":{{"dtype":"U8","shape":[{}],"data_offsets":[{},{}]}})",
+                     i ? "," : "", i, e - b, b, e);
+  }
+  h += "}";
+  std::vector<std::byte> img(8 + h.size() + (empty ? 0 : n));
+  for (int i = 0; i < 8; ++i) img[size_t(i)] = std::byte((uint64_t(h.size()) >> (8 * i)) & 0xff);
+  std::memcpy(img.data() + 8, h.data(), h.size());
+  return img;
+}
+
+TEST(SafetensorsErrors, EntryLimit) {
+  const std::string phrase = fmt::format("header has more than {} entries", kMaxSafetensorsEntries);
+  // Cheapest way past the limit: scalar values (each also a bad entry, but the limit is reported first, at once).
+  std::string h = "{";
+  for (size_t i = 0; i <= kMaxSafetensorsEntries; ++i) h += fmt::format(R"({}"k{}":0)", i ? "," : "", i);
+  expect_open_error(h + "}", {}, phrase);
+  // __metadata__ keys count too.
+  auto metadata_header = [](size_t keys) {
+    std::string m = R"({"__metadata__":{)";
+    for (size_t i = 0; i < keys; ++i) m += fmt::format(R"({}"k{}":"")", i ? "," : "", i);
+    return m + "}}";
+  };
+  auto over = raw_file(metadata_header(kMaxSafetensorsEntries), {});
+  std::string msg = error_of([&] { parse_safetensors_header(over, "meta.safetensors"); });
+  EXPECT_NE(msg.find("meta.safetensors: " + phrase), std::string::npos) << msg;
+#ifdef NDEBUG  // each takes several seconds in the sanitizer build
+  // Exactly at the limit: accepted (kMaxSafetensorsEntries - 1 metadata keys plus the __metadata__ entry itself).
+  auto at_limit = raw_file(metadata_header(kMaxSafetensorsEntries - 1), {});
+  EXPECT_EQ(parse_safetensors_header(at_limit, "x").metadata.size(), kMaxSafetensorsEntries - 1);
+  auto tensors = many_entries(kMaxSafetensorsEntries + 1, /*empty=*/true);
+  msg = error_of([&] { parse_safetensors_header(tensors, "many.safetensors"); });
+  EXPECT_NE(msg.find("many.safetensors: " + phrase), std::string::npos) << msg;
+#endif
+}
+
+// Parsing is linear in the number of entries (nlohmann's callback parser, used before, took 17 s for 40k entries and
+// about an hour for 600k), and a header of 1M entries is refused quickly, at the entry limit.
+TEST(SafetensorsParse, TimeIsLinearInEntries) {
+#ifdef NDEBUG
+  constexpr size_t n = 50'000;
+#else  // debug + sanitizers: nlohmann at -O0 is ~35x slower
+  constexpr size_t n = 2'500;
+#endif
+  auto seconds = [](const std::vector<std::byte>& img, size_t expect_tensors) {
+    double best = 1e9;
+    for (int rep = 0; rep < 3; ++rep) {  // best of 3: the machine may be busy
+      auto t0 = std::chrono::steady_clock::now();
+      auto h = parse_safetensors_header(img, "x");
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      EXPECT_EQ(h.tensors.size(), expect_tensors);
+    }
+    return best;
+  };
+  const double t1 = seconds(many_entries(n), n), t4 = seconds(many_entries(4 * n), 4 * n);
+  RecordProperty("seconds_n", std::to_string(t1));
+  RecordProperty("seconds_4n", std::to_string(t4));
+  EXPECT_LT(t4 / t1, 10.0) << n << " entries: " << t1 << " s, " << 4 * n << ": " << t4 << " s (quadratic: 16x)";
+
+#ifdef NDEBUG  // the sanitizer build needs ~7 s to reach the limit; the ratio above still catches quadratic time
+  auto big = many_entries(1'000'000);
+  auto t0 = std::chrono::steady_clock::now();
+  std::string msg = error_of([&] { parse_safetensors_header(big, "big"); });
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  RecordProperty("seconds_1m", std::to_string(t));
+  EXPECT_NE(msg.find("big: header has more than"), std::string::npos) << msg;
+  EXPECT_LT(t, 1.0) << "1M entries took " << t << " s";
+#endif
+}
+
 TEST(SafetensorsErrors, MetadataNotStringToString) {
   expect_open_error(R"({"__metadata__": {"format": 1}})", {}, "__metadata__ is not an object of string values");
   expect_open_error(R"({"__metadata__": ["pt"]})", {}, "__metadata__ is not an object of string values");
@@ -415,6 +545,13 @@ TEST(SafetensorsWriter, RejectsBadInputAndLeavesTargetUntouched) {
   msg = error_of([&] { write_safetensors(path, bad_utf8); });
   EXPECT_NE(msg.find("UTF-8"), std::string::npos) << msg;
 
+  std::vector<TensorToWrite> too_many(kMaxSafetensorsEntries, {"", DType::F32, {0}, {}});
+  msg = error_of([&] { write_safetensors(path, too_many, {{"format", "pt"}}); });  // 2 more with the metadata
+  EXPECT_NE(msg.find(fmt::format("{} entries (tensors and __metadata__ keys), over the limit of {}",
+                                 kMaxSafetensorsEntries + 2, kMaxSafetensorsEntries)),
+            std::string::npos)
+      << msg;
+
   EXPECT_EQ(read_all(path), before);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1) << "no temp files left";
 }
@@ -462,9 +599,11 @@ void check_invariants(const SafetensorsHeader& h, size_t file_size) {
     ASSERT_EQ(t.end - t.begin, uint64_t(t.numel()) * sala::dtype_size(t.dtype));
     if (t.begin != t.end) {
       ASSERT_GE(t.begin, reach) << "overlap accepted";
+      ASSERT_EQ(t.begin, reach) << "hole accepted";
       reach = t.end;
     }
   }
+  ASSERT_EQ(reach, data_size) << "trailing bytes accepted";
 }
 
 TEST(SafetensorsMutation, RandomFlipsAndTruncationsParseOrThrow) {

@@ -1,6 +1,7 @@
 // Config parsing: every SALA field, dense teachers (MiniCPM4 LongRoPE, Llama), clear errors naming field and value.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "sala/model/config.h"
@@ -117,4 +118,61 @@ TEST(Config, HuggingFaceDefaultsPerModelType) {
   json s = sala9b();
   s.erase("qk_norm");
   test::expect_error([&] { parse_config(s, "s.json"); }, {"qk_norm", "missing"});
+}
+
+TEST(Config, MupValuesAreUsedAsGivenOrRefused) {
+  // The reference multiplies by scale_depth / sqrt(L) and divides logits by hidden / dim_model_base whatever their
+  // values: sala must not swap a non-positive value for "no scaling"; it refuses it, naming the field.
+  json j = sala9b();
+  j["scale_depth"] = 2.0;
+  j["dim_model_base"] = 1024;
+  ModelConfig c = parse_config(j, "cfg.json");
+  EXPECT_NEAR(c.residual_scale(), 2.0 / std::sqrt(32.0), 1e-15);
+  EXPECT_NEAR(c.logits_scale(), 1024.0 / 4096.0, 1e-15);
+  for (const char* f : {"scale_depth", "dim_model_base", "scale_emb"})
+    for (double v : {0.0, -1.5}) {
+      json k = sala9b();
+      k[f] = v;
+      test::expect_error([&] { parse_config(k, "cfg.json"); }, {"cfg.json", f, "must be a positive number"});
+    }
+}
+
+TEST(Config, SizesAndLimitsAreValidated) {
+  for (int64_t v : {int64_t(0), int64_t(-4096)}) {
+    json j = sala9b();
+    j["max_position_embeddings"] = v;
+    test::expect_error([&] { parse_config(j, "cfg.json"); }, {"cfg.json", "max_position_embeddings", "positive"});
+  }
+  // absurd sizes are refused before anything multiplies them (no int64 overflow, no bad_alloc)
+  for (auto [f, v] : {std::pair{"hidden_size", int64_t(1) << 40}, std::pair{"vocab_size", int64_t(1) << 40},
+                      std::pair{"intermediate_size", int64_t(1) << 40}, std::pair{"num_hidden_layers", int64_t(1) << 20}}) {
+    json j = config_to_json(preset_config("llama-tiny"));
+    j[f] = v;
+    test::expect_error([&] { parse_config(j, "cfg.json"); }, {"cfg.json", f, "larger than sala supports"});
+  }
+  // at the bounds every tensor size and the parameter count still fit int64
+  json j = config_to_json(preset_config("llama-tiny"));
+  j["vocab_size"] = int64_t(1) << 30;
+  j["hidden_size"] = int64_t(1) << 18;
+  j["intermediate_size"] = int64_t(1) << 20;
+  j["num_hidden_layers"] = int64_t(1) << 12;
+  j["num_attention_heads"] = 1 << 12;
+  j["num_key_value_heads"] = 1 << 12;
+  j["head_dim"] = 1 << 6;
+  ModelConfig c = parse_config(j, "cfg.json");
+  EXPECT_GT(parameter_count(c), int64_t(1) << 50);
+  json n = sala9b();
+  n["rms_norm_eps"] = -1e-6;
+  test::expect_error([&] { parse_config(n, "cfg.json"); }, {"rms_norm_eps"});
+}
+
+TEST(Config, AFieldGivenTwiceIsRefused) {
+  const test::TempDir tmp("dup_cfg");
+  const std::string p = tmp.file("config.json");
+  std::string text = config_to_json(preset_config("sala-tiny")).dump(1);
+  text.insert(text.find("\"vocab_size\""), "\"vocab_size\": 99,\n ");
+  std::ofstream(p) << text;
+  test::expect_error([&] { load_config(p); }, {p, "'vocab_size' twice"});
+  std::ofstream(p) << "{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"longrope\", \"type\": \"x\"}}";
+  test::expect_error([&] { load_config(p); }, {p, "'type' twice (in 'rope_scaling')"});
 }

@@ -49,7 +49,8 @@ TEST(Llama2c, Stories260KReproducesReferenceText) {
   EXPECT_EQ(imported.config.num_key_value_heads, 4);
   EXPECT_EQ(parameter_count(imported.config), 260032);  // SOURCE.md: 260,032 weights (tied classifier)
   // through the HF layout on disk, as `sala import llama2c` writes it
-  const std::string dir = test::temp_dir("stories");
+  const test::TempDir tmp_dir("stories");
+  const std::string dir = tmp_dir.str();
   save_model(imported.config, imported.weights, dir, DType::F32);
   Model m = Model::load(dir);
   Llama2cVocab vocab = Llama2cVocab::load(test::shared_path("fixtures/stories260K/tok512.bin"));
@@ -74,7 +75,8 @@ TEST(Llama2c, Version1ExportHasIdenticalWeights) {
 
 TEST(Llama2c, RejectsTruncatedAndForeignFiles) {
   SALA_REQUIRE_SHARED("fixtures/stories260K/stories260K.bin");
-  const std::string dir = test::temp_dir("l2c_bad");
+  const test::TempDir tmp_dir("l2c_bad");
+  const std::string dir = tmp_dir.str();
   std::ifstream in(test::shared_path("fixtures/stories260K/stories260K.bin"), std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
   { std::ofstream(dir + "/cut.bin", std::ios::binary) << bytes.substr(0, 5000); }

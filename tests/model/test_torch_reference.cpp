@@ -52,7 +52,8 @@ void check_against_torch(const std::string& tag, const std::string& preset, int 
   const std::string missing = torch_missing();
   if (!missing.empty()) GTEST_SKIP() << "torch reference unavailable: " << missing;
   if (!std::filesystem::exists(sala_bin())) GTEST_SKIP() << "sala binary not built";
-  const std::string dir = sala::test::temp_dir("torchref_" + tag);
+  const sala::test::TempDir tmp_dir("torchref_" + tag);
+  const std::string dir = tmp_dir.str();
   const std::string model = dir + "/m";
   ShellRun r = shell(sala_bin() + " init --preset " + preset + " --out " + model + " --seed " + std::to_string(seed));
   ASSERT_EQ(r.code, 0) << r.out;
@@ -69,7 +70,6 @@ void check_against_torch(const std::string& tag, const std::string& preset, int 
   r = shell(kPython + " " + compare_py() + " " + model + " " + dump + " --ids " + ids);
   EXPECT_EQ(r.code, 0) << "compare.py (" << tag << ", " << n_tokens << " tokens) failed:\n" << r.out;
   EXPECT_NE(r.out.find("PASSED"), std::string::npos) << r.out;
-  if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -35,7 +35,8 @@ TEST(Weights, ShardedRoundTripInEveryDtype) {
   ModelConfig c = preset_config("sala-tiny");
   Weights w = random_weights(c, 3);
   for (DType t : {DType::F32, DType::BF16, DType::F16}) {
-    const std::string dir = test::temp_dir(std::string("w_") + std::string(dtype_name(t)));
+    const test::TempDir tmp_dir(std::string("w_") + std::string(dtype_name(t)));
+    const std::string dir = tmp_dir.str();
     save_model(c, w, dir, t, 1 << 20);  // ~1 MiB shards: several files + index
     EXPECT_TRUE(std::filesystem::exists(dir + "/model.safetensors.index.json"));
     io::Checkpoint ck = io::Checkpoint::open(dir);
@@ -58,7 +59,8 @@ TEST(Weights, ShardedRoundTripInEveryDtype) {
 TEST(Weights, ValidationNamesTensorExpectedAndFound) {
   ModelConfig c = preset_config("llama-tiny");
   Weights w = random_weights(c, 4);
-  const std::string dir = test::temp_dir("w_bad");
+  const test::TempDir tmp_dir("w_bad");
+  const std::string dir = tmp_dir.str();
   // rewrite the checkpoint with one tensor changed at a time
   auto write = [&](const std::string& skip, const std::string& reshape, DType int_dtype_for = DType::F32) {
     std::vector<io::TensorToWrite> tw;

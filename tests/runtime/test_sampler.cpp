@@ -82,15 +82,33 @@ TEST(Sampler, SeededAndRepeatable) {
 }
 
 TEST(Sampler, RejectsBadParameters) {
+  // Each bad value is a UsageError naming the CLI option (exit code 2 in the CLI).
+  auto expect_usage = [](SamplingParams p, const std::string& option) {
+    try {
+      Sampler s(p);
+      ADD_FAILURE() << "no error for " << option;
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(option), std::string::npos) << e.what();
+    }
+  };
   SamplingParams p;
   p.top_p = 0.0f;
-  test::expect_error([&] { Sampler s(p); }, {"top_p"});
+  expect_usage(p, "--top-p");
   p = {};
   p.repetition_penalty = 0.0f;
-  test::expect_error([&] { Sampler s(p); }, {"repetition_penalty"});
+  expect_usage(p, "--repetition-penalty");
   p = {};
   p.top_k = -1;
-  test::expect_error([&] { Sampler s(p); }, {"top_k"});
+  expect_usage(p, "--top-k");
+  p = {};
+  p.temperature = -0.5f;  // was silently greedy
+  expect_usage(p, "--temperature");
+  p = {};
+  p.temperature = std::nanf("");
+  expect_usage(p, "--temperature");
+  p = {};
+  p.min_p = 1.5f;
+  expect_usage(p, "--min-p");
 }
 
 TEST(Sampler, TopKKeepsEveryTokenTiedWithTheKth) {

@@ -78,4 +78,10 @@ void convert_from_f32(void* out, const float* src, DType t, size_t n) {
   }
 }
 
+std::string shape_str(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 }  // namespace sala

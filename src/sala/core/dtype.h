@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <span>
+#include <string>
 #include <string_view>
 
 namespace sala {
@@ -16,6 +18,7 @@ size_t dtype_size(DType t);                                 // bytes per element
 inline bool dtype_is_float(DType t) {
   return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
 }
+std::string shape_str(std::span<const int64_t> shape);  // "[2, 3]", as messages print shapes
 
 inline float f32_from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline uint32_t bits_from_f32(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
@@ -27,8 +30,6 @@ inline uint16_t f32_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);                                          // round to nearest even
   return uint16_t(u >> 16);
 }
-// Round an f32 to the nearest bf16 value, kept in f32 (emulates a bf16 store).
-inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);

@@ -21,12 +21,19 @@ class Rng {
     s_[2] ^= s_[0]; s_[3] ^= s_[1]; s_[1] ^= s_[2]; s_[0] ^= s_[3]; s_[2] ^= t; s_[3] = rotl(s_[3], 45);
     return r;
   }
-  double uniform() { return double(next() >> 11) * 0x1.0p-53; }           // [0, 1)
-  float uniform(float lo, float hi) { return lo + float(uniform()) * (hi - lo); }
-  double normal() {  // Box-Muller
+  double uniform() { return double(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  // Box-Muller: two independent standard normals from two uniforms.
+  void normal_pair(double& a, double& b) {
     double u1 = uniform(), u2 = uniform();
     if (u1 < 1e-300) u1 = 1e-300;
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    const double r = std::sqrt(-2.0 * std::log(u1)), th = 6.283185307179586 * u2;
+    a = r * std::cos(th);
+    b = r * std::sin(th);
+  }
+  double normal() {  // the first of a pair (the stream tests and weights were drawn with)
+    double a, b;
+    normal_pair(a, b);
+    return a;
   }
   uint64_t below(uint64_t n) { return next() % n; }
 

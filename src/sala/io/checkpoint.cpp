@@ -5,13 +5,13 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "sala/core/error.h"
 #include "sala/io/atomic_file.h"
+#include "sala/io/json.h"
+#include "sala/io/file.h"
 
 namespace sala::io {
 
@@ -22,18 +22,7 @@ using json = nlohmann::json;
 
 constexpr uint64_t kMaxIndexBytes = 100'000'000;
 
-std::string read_small_file(const std::string& path) {
-  std::error_code ec;
-  auto size = fs::file_size(path, ec);
-  if (ec) fail("{}: cannot read index file: {}", path, ec.message());
-  if (size > kMaxIndexBytes) fail("{}: index file is {} bytes, over the limit of {}", path, size, kMaxIndexBytes);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open index file", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (!in && !in.eof()) fail("{}: error reading index file", path);
-  return std::move(ss).str();
-}
+std::string read_small_file(const std::string& path) { return read_file(path, "index file", kMaxIndexBytes); }
 
 // A weight_map value must name a file next to the index: no absolute paths, no "..", so a checkpoint cannot make us
 // open files outside its folder.
@@ -100,12 +89,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
   }
 
   c.sharded_ = true;
-  json root;
-  try {
-    root = json::parse(read_small_file(index));
-  } catch (const json::exception& e) {
-    fail("{}: index is not valid JSON: {}", index, printable(e.what()));
-  }
+  const json root = parse_json(read_small_file(index), index, "index");  // also refuses a tensor mapped twice
   if (!root.is_object()) fail("{}: index is not a JSON object (found {})", index, root.type_name());
   auto wm = root.find("weight_map");
   if (wm == root.end()) fail("{}: index has no \"weight_map\"", index);
@@ -128,7 +112,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
     auto [fi, inserted] = file_index.emplace(shard, c.files_.size());
     if (inserted) {
       std::string shard_path = (dir / shard).string();
-      if (!fs::is_regular_file(shard_path, ec))
+      if (!fs::exists(fs::status(shard_path, ec)))  // anything else that is there, SafetensorsFile::open refuses
         fail("{}: missing shard {} (listed for tensor '{}'): file does not exist", index, shard_path,
              printable(tensor));
       c.files_.push_back(SafetensorsFile::open(shard_path));
@@ -190,48 +174,105 @@ std::vector<float> Checkpoint::read_f32(std::string_view name) const {
   return out;
 }
 
-void write_checkpoint(const std::string& dir, std::span<const TensorToWrite> tensors, uint64_t max_shard_bytes,
-                      const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// Bytes a described tensor will take; the same checks validate_tensor_to_write makes, without the bytes.
+uint64_t planned_bytes(const TensorToWrite& t, std::string_view where) {
+  if (t.name.empty()) fail("{}: tensor name is empty", where);
+  if (t.name == "__metadata__") fail("{}: tensor name '__metadata__' is reserved", where);
+  uint64_t n = dtype_size(t.dtype);
+  for (int64_t d : t.shape)
+    if (d < 0 || __builtin_mul_overflow(n, uint64_t(d), &n))
+      fail("{}: tensor '{}': shape has a negative dim or is too large", where, printable(t.name));
+  return n;
+}
+
+// Free bytes where dir is (or would be) created: the nearest existing ancestor's filesystem.
+uint64_t free_bytes_at(const fs::path& dir) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  while (!p.empty() && !fs::exists(p, ec)) p = p.parent_path();
+  auto sp = fs::space(p.empty() ? fs::path(".") : p, ec);
+  return ec ? UINT64_MAX : uint64_t(sp.available);
+}
+
+std::string gib(uint64_t b) { return fmt::format("{:.2f} GiB", double(b) / double(1ull << 30)); }
+
+}  // namespace
+
+void write_checkpoint(const std::string& dir, std::span<const TensorToWrite> specs, const ProduceTensor& produce,
+                      uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata,
+                      const WriteProgress& progress) {
   // Validate everything before touching the folder, so bad input leaves an existing checkpoint intact.
+  if (dir.empty()) fail("checkpoint folder name is empty");
+  if (max_shard_bytes == 0) fail("{}: the largest shard size must be positive", dir);
   std::set<std::string_view> seen;
+  std::vector<uint64_t> sizes;
   uint64_t total = 0;
-  for (const auto& t : tensors) {
-    validate_tensor_to_write(t, dir);
+  for (const auto& t : specs) {
+    sizes.push_back(planned_bytes(t, dir));
     if (!seen.insert(t.name).second) fail("{}: duplicate tensor name '{}'", dir, printable(t.name));
-    total += t.bytes.size();
+    if (__builtin_add_overflow(total, sizes.back(), &total)) fail("{}: checkpoint is too large", dir);
   }
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("{}: cannot create checkpoint folder: {}", dir, ec.message());
   const fs::path d(dir);
+  if (fs::exists(d, ec) && !fs::is_directory(d, ec)) fail("{}: exists and is not a folder", dir);
 
-  std::set<std::string> written;
+  // Shards in the given order, a new one when the next tensor would overflow the current (never an empty shard).
+  std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) into specs
   if (total <= max_shard_bytes) {
-    write_safetensors((d / kSafeWeightsName).string(), tensors, metadata);
-    remove_if_exists(d / kSafeWeightsIndexName);
+    groups.emplace_back(0, specs.size());
   } else {
-    std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) into tensors
     size_t start = 0;
     uint64_t cur = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      uint64_t sz = tensors[i].bytes.size();
-      if (i > start && cur + sz > max_shard_bytes) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (i > start && cur + sizes[i] > max_shard_bytes) {
         groups.emplace_back(start, i);
         start = i;
         cur = 0;
       }
-      cur += sz;
+      cur += sizes[i];
     }
-    groups.emplace_back(start, tensors.size());
+    groups.emplace_back(start, specs.size());
+  }
+  const bool single = groups.size() == 1;
+  auto file_name = [&](size_t g) { return single ? std::string(kSafeWeightsName) : shard_file_name(g + 1, groups.size()); };
 
-    json weight_map = json::object();
-    for (size_t g = 0; g < groups.size(); ++g) {
-      const std::string name = shard_file_name(g + 1, groups.size());
-      auto [b, e] = groups[g];
-      write_safetensors((d / name).string(), tensors.subspan(b, e - b), metadata);
-      for (size_t i = b; i < e; ++i) weight_map[tensors[i].name] = name;
-      written.insert(name);
+  // Disk space: the new files, less what same-named files there now give back as each is replaced.
+  uint64_t reclaimed = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto sz = fs::file_size(d / file_name(g), ec);
+    if (!ec) reclaimed += sz;
+  }
+  const uint64_t avail = free_bytes_at(d);
+  if (total > reclaimed && total - reclaimed > avail)
+    fail("{}: not enough free disk space: the checkpoint needs {} ({} bytes), {} are available", dir, gib(total),
+         total, gib(avail));
+
+  fs::create_directories(d, ec);
+  if (ec) fail("{}: cannot create checkpoint folder: {}", dir, ec.message());
+  std::set<std::string> written;
+  json weight_map = json::object();
+  uint64_t done = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const std::string name = file_name(g);
+    auto [b, e] = groups[g];
+    std::vector<std::vector<std::byte>> bufs(e - b);
+    std::vector<TensorToWrite> tw;
+    for (size_t i = b; i < e; ++i) {
+      bufs[i - b].resize(size_t(sizes[i]));
+      produce(i, bufs[i - b]);
+      tw.push_back({specs[i].name, specs[i].dtype, specs[i].shape, bufs[i - b]});
+      weight_map[specs[i].name] = name;
+      done += sizes[i];
     }
+    write_safetensors((d / name).string(), tw, metadata);
+    written.insert(name);
+    if (progress) progress(g + 1, groups.size(), done, total);
+  }
+  if (single) {
+    remove_if_exists(d / kSafeWeightsIndexName);
+  } else {
     json index = {{"metadata", {{"total_size", total}}}, {"weight_map", std::move(weight_map)}};
     std::string text;
     try {
@@ -248,6 +289,17 @@ void write_checkpoint(const std::string& dir, std::span<const TensorToWrite> ten
     if (is_shard_file_name(fname) && !written.count(fname)) remove_if_exists(entry.path());
   }
   if (ec) fail("{}: cannot list checkpoint folder: {}", dir, ec.message());
+}
+
+void write_checkpoint(const std::string& dir, std::span<const TensorToWrite> tensors, uint64_t max_shard_bytes,
+                      const std::map<std::string, std::string>& metadata) {
+  for (const auto& t : tensors) validate_tensor_to_write(t, dir);
+  write_checkpoint(
+      dir, tensors,
+      [&](size_t i, std::span<std::byte> out) {
+        if (!tensors[i].bytes.empty()) std::memcpy(out.data(), tensors[i].bytes.data(), out.size());
+      },
+      max_shard_bytes, metadata);
 }
 
 }  // namespace sala::io

@@ -4,6 +4,7 @@
 // Invariant after open(): every name in names() is present, with a validated TensorInfo, in the shard file_of() names.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -51,14 +52,26 @@ class Checkpoint {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes tensors to dir (created if needed): one model.safetensors if the total is <= max_shard_bytes, else shards
-// model-00001-of-0000N.safetensors (greedy in the given order; a tensor larger than the limit gets a shard of its own)
-// plus model.safetensors.index.json (metadata.total_size = sum of tensor bytes; keys sorted, indent 2, like
-// transformers). `metadata` goes into each safetensors file's __metadata__. Each file is written atomically and the
-// index last; then files of an earlier checkpoint in dir that would shadow or confuse this one (a stale index or
-// model.safetensors, shards model-*-of-*.safetensors not written now) are removed.
+// The one checkpoint writer. Writes tensors to dir (created if needed): one model.safetensors if the total is <=
+// max_shard_bytes, else shards model-00001-of-0000N.safetensors (greedy in the given order; a tensor larger than the
+// limit gets a shard of its own) plus model.safetensors.index.json (metadata.total_size = sum of tensor bytes; keys
+// sorted, indent 2, like transformers). `metadata` goes into each safetensors file's __metadata__.
+// Before anything is written: every tensor is validated and the free disk space is checked (an error names the folder
+// and both sizes). Each file is written atomically and the index last; then files of an earlier checkpoint in dir
+// that would shadow or confuse this one (a stale index or model.safetensors, shards model-*-of-*.safetensors not
+// written now) are removed, so the folder holds exactly the new checkpoint.
 void write_checkpoint(const std::string& dir, std::span<const TensorToWrite> tensors,
                       uint64_t max_shard_bytes = 5ull << 30,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// The same, streaming: tensors are described up front (name, dtype, shape; `bytes` left empty) and produced one
+// shard at a time by produce(i, out), which fills tensor i's bytes (out is sized by the writer), so no more than one
+// shard is in memory. progress (if set) runs after each file with (files done, files, bytes done, total bytes).
+using ProduceTensor = std::function<void(size_t index, std::span<std::byte> out)>;
+using WriteProgress = std::function<void(size_t done, size_t files, uint64_t bytes_done, uint64_t total_bytes)>;
+void write_checkpoint(const std::string& dir, std::span<const TensorToWrite> specs, const ProduceTensor& produce,
+                      uint64_t max_shard_bytes = 5ull << 30,
+                      const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
+                      const WriteProgress& progress = {});
 
 }  // namespace sala::io

@@ -3,7 +3,6 @@
 // Names and JSON snippets echoed into error messages are escaped and shortened: they come from untrusted files.
 #include "sala/io/safetensors.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,10 +14,12 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <unordered_set>
 #include <utility>
 
 #include "sala/core/error.h"
 #include "sala/io/atomic_file.h"
+#include "sala/io/file.h"
 
 namespace sala::io {
 
@@ -56,12 +57,6 @@ std::string echo(std::string_view s) { return printable(s); }
 std::string quote_name(std::string_view name) { return fmt::format("'{}'", printable(name)); }
 std::string echo_json(const json& j) { return echo(j.dump(-1, ' ', false, json::error_handler_t::replace)); }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 uint64_t read_le64(const std::byte* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | uint64_t(p[i]);
@@ -88,88 +83,214 @@ std::string dtype_list() {
   return s;
 }
 
-// nlohmann parse with a depth limit and duplicate-key rejection (nlohmann would silently keep the last duplicate,
-// letting two readers disagree about which tensor a name refers to). `root_keys` gets the top-level keys in file
-// order (json objects are sorted maps), so tensors tied on offsets (empty ones) keep the order they were written in.
-json parse_header_json(std::string_view text, std::string_view file, std::vector<std::string>& root_keys) {
-  std::vector<std::set<std::string>> keys_at_depth;
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
-    if (depth > kMaxJsonDepth) fail("{}: header JSON is nested deeper than {} levels", file, kMaxJsonDepth);
-    size_t d = size_t(depth);
-    if (ev == json::parse_event_t::object_start) {
-      if (keys_at_depth.size() < d + 2) keys_at_depth.resize(d + 2);
-      keys_at_depth[d + 1].clear();  // keys of this object are reported one level deeper
-    } else if (ev == json::parse_event_t::key) {
-      if (keys_at_depth.size() < d + 1) keys_at_depth.resize(d + 1);
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!keys_at_depth[d].insert(k).second)
-        fail("{}: header JSON has duplicate key {}", file, quote_name(k));
-      if (d == 1) root_keys.push_back(k);
-    }
-    return true;
-  };
-  try {
-    return json::parse(text.begin(), text.end(), cb);
-  } catch (const json::exception& e) {
-    fail("{}: header is not valid JSON: {}", file, echo(e.what()));
-  }
-}
-
-TensorInfo parse_entry(const std::string& name, const json& v, std::string_view file, uint64_t data_size) {
+TensorInfo parse_entry(std::string name, const json& v, std::string_view file, uint64_t data_size) {
   TensorInfo t;
-  t.name = name;
-  const std::string qn = quote_name(name);
-  if (!v.is_object()) fail("{}: tensor {}: entry is not an object (found {})", file, qn, v.type_name());
+  t.name = std::move(name);
+  auto qn = [&] { return quote_name(t.name); };  // only on the error path: entries are many
+  if (!v.is_object()) fail("{}: tensor {}: entry is not an object (found {})", file, qn(), v.type_name());
   auto field = [&](const char* key) -> const json& {
     auto it = v.find(key);
-    if (it == v.end()) fail("{}: tensor {}: missing \"{}\" in header entry {}", file, qn, key, echo_json(v));
+    if (it == v.end()) fail("{}: tensor {}: missing \"{}\" in header entry {}", file, qn(), key, echo_json(v));
     return *it;
   };
 
   const json& jd = field("dtype");
-  if (!jd.is_string()) fail("{}: tensor {}: dtype is not a string (found {})", file, qn, echo_json(jd));
+  if (!jd.is_string()) fail("{}: tensor {}: dtype is not a string (found {})", file, qn(), echo_json(jd));
   const auto& dname = jd.get_ref<const std::string&>();
   auto dt = dtype_from_name(dname);
-  if (!dt) fail("{}: tensor {}: unknown dtype {} (expected one of {})", file, qn, quote_name(dname), dtype_list());
+  if (!dt) fail("{}: tensor {}: unknown dtype {} (expected one of {})", file, qn(), quote_name(dname), dtype_list());
   t.dtype = *dt;
 
   const json& js = field("shape");
   if (!js.is_array())
-    fail("{}: tensor {}: shape is not a list of non-negative integers (found {})", file, qn, echo_json(js));
+    fail("{}: tensor {}: shape is not a list of non-negative integers (found {})", file, qn(), echo_json(js));
   t.shape.reserve(js.size());
   for (size_t i = 0; i < js.size(); ++i) {
     const json& e = js[i];
     if (!e.is_number_unsigned())
-      fail("{}: tensor {}: shape is not a list of non-negative integers: shape[{}] is {}", file, qn, i, echo_json(e));
+      fail("{}: tensor {}: shape is not a list of non-negative integers: shape[{}] is {}", file, qn(), i, echo_json(e));
     uint64_t u = e.get<uint64_t>();
     if (u > uint64_t(std::numeric_limits<int64_t>::max()))
-      fail("{}: tensor {}: shape[{}] = {} does not fit int64", file, qn, i, u);
+      fail("{}: tensor {}: shape[{}] = {} does not fit int64", file, qn(), i, u);
     t.shape.push_back(int64_t(u));
   }
 
   const json& jo = field("data_offsets");
   if (!jo.is_array() || jo.size() != 2 || !jo[0].is_number_unsigned() || !jo[1].is_number_unsigned())
-    fail("{}: tensor {}: data_offsets must be two non-negative integers [begin, end] (found {})", file, qn,
+    fail("{}: tensor {}: data_offsets must be two non-negative integers [begin, end] (found {})", file, qn(),
          echo_json(jo));
   t.begin = jo[0].get<uint64_t>();
   t.end = jo[1].get<uint64_t>();
-  if (t.begin > t.end) fail("{}: tensor {}: data_offsets [{}, {}] have begin > end", file, qn, t.begin, t.end);
+  if (t.begin > t.end) fail("{}: tensor {}: data_offsets [{}, {}] have begin > end", file, qn(), t.begin, t.end);
   if (t.end > data_size)
-    fail("{}: tensor {}: data_offsets [{}, {}] out of range: the data section has {} bytes", file, qn, t.begin,
+    fail("{}: tensor {}: data_offsets [{}, {}] out of range: the data section has {} bytes", file, qn(), t.begin,
          t.end, data_size);
 
   auto numel = checked_numel(t.shape);
-  if (!numel) fail("{}: tensor {}: shape {} has more than 2^63-1 elements", file, qn, shape_str(t.shape));
+  if (!numel) fail("{}: tensor {}: shape {} has more than 2^63-1 elements", file, qn(), shape_str(t.shape));
   uint64_t esize = dtype_size(t.dtype), want = 0;
   if (__builtin_mul_overflow(uint64_t(*numel), esize, &want))
-    fail("{}: tensor {}: wrong byte size: {} {} needs more than 2^64-1 bytes", file, qn, dtype_name(t.dtype),
+    fail("{}: tensor {}: wrong byte size: {} {} needs more than 2^64-1 bytes", file, qn(), dtype_name(t.dtype),
          shape_str(t.shape));
   if (t.end - t.begin != want)
     fail("{}: tensor {}: wrong byte size for {} {}: data_offsets [{}, {}] give {} bytes, expected {} ({} elements x {} "
          "bytes)",
-         file, qn, dtype_name(t.dtype), shape_str(t.shape), t.begin, t.end, t.end - t.begin, want, *numel, esize);
+         file, qn(), dtype_name(t.dtype), shape_str(t.shape), t.begin, t.end, t.end - t.begin, want, *numel, esize);
   return t;
 }
+
+void read_metadata(const json& v, std::string_view file, std::map<std::string, std::string>& out) {
+  if (!v.is_object()) fail("{}: __metadata__ is not an object of string values (found {})", file, v.type_name());
+  for (auto m = v.begin(); m != v.end(); ++m) {
+    if (!m.value().is_string())
+      fail("{}: __metadata__ is not an object of string values: key {} has {}", file, quote_name(m.key()),
+           echo_json(m.value()));
+    out.emplace(m.key(), m.value().get<std::string>());
+  }
+}
+
+// Streaming header parser (nlohmann's SAX interface), linear in the header size. Each top-level value (a tensor entry
+// or __metadata__) is built as a small json DOM and validated by parse_entry / read_metadata when it ends, so tensors
+// come out in header order (kept by the stable sort for ties) and the whole header never exists as one DOM.
+// (nlohmann's callback parser, json::parse with a callback, is quadratic here: after each nested object ends it scans
+// the parent for discarded members, i.e. the whole root object once per tensor entry.)
+// Also enforced: the depth limit, kMaxSafetensorsEntries, and no duplicate key in any object (nlohmann would keep the
+// last duplicate, letting two readers disagree about which tensor a name refers to). Errors in the JSON syntax, depth,
+// duplicates and the entry limit are thrown at once; errors in entry contents are held until the whole text has parsed,
+// so a header that is not valid JSON is reported as such first.
+class HeaderSax final : public nlohmann::json_sax<json> {
+ public:
+  // header_bytes: the JSON text's size, to size the tables up front (an entry takes at least ~50 bytes).
+  HeaderSax(std::string_view file, uint64_t data_size, size_t header_bytes, SafetensorsHeader& out)
+      : file_(file), data_size_(data_size), out_(out) {
+    const size_t guess = std::min(header_bytes / 64, kMaxSafetensorsEntries);
+    root_keys_.reserve(guess);
+    out_.tensors.reserve(guess);
+  }
+
+  bool null() override { return value(json(nullptr)); }
+  bool boolean(bool v) override { return value(json(v)); }
+  bool number_integer(number_integer_t v) override { return value(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return value(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return value(json(v)); }
+  bool string(string_t& v) override { return value(json(std::move(v))); }
+  bool binary(binary_t& v) override { return value(json::binary(std::move(v))); }  // not produced by JSON text
+  bool start_object(std::size_t) override { return open(json::value_t::object); }
+  bool start_array(std::size_t) override { return open(json::value_t::array); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+
+  bool key(string_t& k) override {
+    if (!root_is_object_) return true;
+    if (depth_ == 1) {
+      if (!root_keys_.insert(k).second) fail("{}: header JSON has duplicate key {}", file_, quote_name(k));
+      count_entry();
+      key_ = k;
+      return true;
+    }
+    auto [it, inserted] = stack_.back()->get_ref<json::object_t&>().try_emplace(k);
+    if (!inserted) fail("{}: header JSON has duplicate key {}", file_, quote_name(k));
+    if (depth_ == 2 && key_ == "__metadata__") count_entry();
+    slot_ = &it->second;
+    return true;
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    fail("{}: header is not valid JSON: {}", file_, echo(e.what()));
+  }
+
+  // After a complete parse: the first error held back, or a top level that is not an object.
+  void finish() {
+    if (first_error_) throw *first_error_;
+    SALA_CHECK(root_type_ != nullptr);
+    if (!root_is_object_) fail("{}: header is not a JSON object (found {})", file_, root_type_);
+  }
+
+ private:
+  void count_entry() {
+    if (++entries_ > kMaxSafetensorsEntries)
+      fail("{}: header has more than {} entries (tensors and __metadata__ keys)", file_, kMaxSafetensorsEntries);
+  }
+
+  bool open(json::value_t t) {
+    if (++depth_ > kMaxJsonDepth) fail("{}: header JSON is nested deeper than {} levels", file_, kMaxJsonDepth);
+    if (depth_ == 1) {
+      root_is_object_ = t == json::value_t::object;
+      root_type_ = root_is_object_ ? "object" : "array";
+    } else if (root_is_object_) {
+      if (depth_ == 2) {
+        cur_ = json(t);
+        stack_.assign(1, &cur_);
+      } else {
+        stack_.push_back(&insert(json(t)));
+      }
+    }
+    return true;
+  }
+
+  bool close() {
+    const int d = depth_--;
+    if (d > 1 && root_is_object_) {
+      stack_.pop_back();
+      if (d == 2) end_value();
+    }
+    return true;
+  }
+
+  bool value(json&& v) {
+    if (depth_ == 0) {
+      root_type_ = v.type_name();  // a scalar header, refused in finish()
+    } else if (root_is_object_) {
+      if (depth_ == 1) {
+        cur_ = std::move(v);
+        end_value();
+      } else {
+        insert(std::move(v));
+      }
+    }  // else inside a top-level array: only syntax and depth matter
+    return true;
+  }
+
+  // Places v in the innermost open container of cur_ and returns where it went (stable: a container's parent does
+  // not grow while the container is open).
+  json& insert(json&& v) {
+    json* top = stack_.back();
+    if (top->is_array()) {
+      auto& a = top->get_ref<json::array_t&>();
+      a.push_back(std::move(v));
+      return a.back();
+    }
+    *slot_ = std::move(v);
+    return *slot_;
+  }
+
+  // A top-level value is complete.
+  void end_value() {
+    if (!first_error_) {
+      try {
+        if (key_ == "__metadata__") read_metadata(cur_, file_, out_.metadata);
+        else out_.tensors.push_back(parse_entry(std::move(key_), cur_, file_, data_size_));
+      } catch (const Error& e) {
+        first_error_ = e;
+      }
+    }
+    cur_ = json();
+  }
+
+  std::string_view file_;
+  uint64_t data_size_;
+  SafetensorsHeader& out_;
+  int depth_ = 0;                     // containers open
+  bool root_is_object_ = false;
+  const char* root_type_ = nullptr;   // type of the top-level value, once seen
+  std::unordered_set<std::string> root_keys_;
+  size_t entries_ = 0;
+  std::string key_;                   // the current top-level key
+  json cur_;                          // the top-level value being built
+  std::vector<json*> stack_;          // open containers of cur_, innermost last
+  json* slot_ = nullptr;              // the value slot after the last key of the innermost open object
+  std::optional<Error> first_error_;
+};
 
 }  // namespace
 
@@ -192,43 +313,45 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> file, std:
          after_len);
 
   std::string_view text(reinterpret_cast<const char*>(file.data() + 8), size_t(n));
-  std::vector<std::string> keys;
-  json root = parse_header_json(text, file_name, keys);
-  if (!root.is_object()) fail("{}: header is not a JSON object (found {})", file_name, root.type_name());
-  SALA_CHECK(keys.size() == root.size());
-
   SafetensorsHeader h;
   h.data_offset = 8 + n;
   const uint64_t data_size = after_len - n;
-  h.tensors.reserve(root.size());
-  for (const std::string& key : keys) {
-    const json& v = root.at(key);
-    if (key == "__metadata__") {
-      if (!v.is_object())
-        fail("{}: __metadata__ is not an object of string values (found {})", file_name, v.type_name());
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string())
-          fail("{}: __metadata__ is not an object of string values: key {} has {}", file_name, quote_name(m.key()),
-               echo_json(m.value()));
-        h.metadata.emplace(m.key(), m.value().get<std::string>());
-      }
-      continue;
-    }
-    h.tensors.push_back(parse_entry(key, v, file_name, data_size));
+  {
+    HeaderSax sax(file_name, data_size, text.size(), h);
+    SALA_CHECK(json::sax_parse(text.begin(), text.end(), &sax));  // the handler throws instead of returning false
+    sax.finish();
   }
 
   std::stable_sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
     return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
   });
-  // Sorted by begin, so a non-empty range overlaps an earlier one iff it starts before the furthest end seen so far.
-  // Empty ranges hold no bytes and cannot overlap anything.
-  const TensorInfo* reach = nullptr;
+  // The non-empty ranges must tile the data section exactly: no overlap, no hole, no trailing bytes (the reference
+  // safetensors library's rule; bytes no tensor owns mean a damaged or tampered file). Sorted by begin, a non-empty
+  // range overlaps an earlier one iff it starts before the end of the previous one, and leaves a hole iff it starts
+  // after it. Empty ranges hold no bytes and may sit anywhere in [0, data size] (the reference also requires them on a
+  // boundary between tensors; files from write_safetensors satisfy both).
+  const TensorInfo* prev = nullptr;  // the last non-empty tensor so far
   for (const auto& t : h.tensors) {
     if (t.begin == t.end) continue;
-    if (reach && t.begin < reach->end)
-      fail("{}: tensors {} [{}, {}] and {} [{}, {}] overlap in the data section", file_name, quote_name(reach->name),
-           reach->begin, reach->end, quote_name(t.name), t.begin, t.end);
-    if (!reach || t.end > reach->end) reach = &t;
+    const uint64_t at = prev ? prev->end : 0;
+    if (t.begin < at)
+      fail("{}: tensors {} [{}, {}] and {} [{}, {}] overlap in the data section", file_name, quote_name(prev->name),
+           prev->begin, prev->end, quote_name(t.name), t.begin, t.end);
+    if (t.begin > at) {
+      if (prev)
+        fail("{}: data section has a hole at bytes [{}, {}) (between tensors {} and {})", file_name, at, t.begin,
+             quote_name(prev->name), quote_name(t.name));
+      fail("{}: data section has a hole at bytes [0, {}) (before the first tensor, {})", file_name, t.begin,
+           quote_name(t.name));
+    }
+    prev = &t;
+  }
+  const uint64_t used = prev ? prev->end : 0;
+  if (used < data_size) {
+    if (prev)
+      fail("{}: {} trailing bytes after the last tensor's data (tensor {} ends at byte {} of a {}-byte data section)",
+           file_name, data_size - used, quote_name(prev->name), used, data_size);
+    fail("{}: {} trailing bytes after the last tensor's data (no tensor has data)", file_name, data_size);
   }
   return h;
 }
@@ -266,17 +389,12 @@ std::string make_safetensors_header(std::span<const TensorInfo> tensors,
 // ---- SafetensorsFile ---------------------------------------------------------------------------------------------
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("{}: cannot open safetensors file: {}", path, std::strerror(errno));
+  const int fd = open_regular_file(path, "safetensors file");  // refuses FIFOs, directories, devices without blocking
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int e = errno;
     ::close(fd);
     fail("{}: cannot stat safetensors file: {}", path, std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("{}: not a regular file", path);
   }
   SafetensorsFile f;
   f.path_ = path;
@@ -353,6 +471,10 @@ void validate_tensor_to_write(const TensorToWrite& t, std::string_view where) {
 
 void write_safetensors(const std::string& path, std::span<const TensorToWrite> tensors,
                        const std::map<std::string, std::string>& metadata) {
+  const size_t entries = tensors.size() + (metadata.empty() ? 0 : 1 + metadata.size());
+  if (entries > kMaxSafetensorsEntries)
+    fail("{}: {} entries (tensors and __metadata__ keys), over the limit of {} that readers accept", path, entries,
+         kMaxSafetensorsEntries);
   std::vector<TensorInfo> infos;
   infos.reserve(tensors.size());
   uint64_t off = 0;

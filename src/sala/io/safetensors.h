@@ -1,7 +1,8 @@
 // Safetensors files: header parsing/validation, a read-only mmap reader, and an atomic writer.
 // Layout: u64 little-endian header length N, N bytes of JSON header, then the data section. Every TensorInfo returned
 // by the parser has been validated: known dtype, non-negative shape, begin <= end <= data section size,
-// end - begin == numel * dtype size (no overflow), and no two non-empty byte ranges overlap.
+// end - begin == numel * dtype size (no overflow), and the non-empty byte ranges tile the data section exactly (no
+// overlap, no hole, no trailing bytes; empty ranges may sit anywhere in it). At most kMaxSafetensorsEntries entries.
 // Tensors are listed in data order (by begin, then end offset; ties keep header order), which for files from
 // write_safetensors is the order they were given in.
 #pragma once
@@ -19,6 +20,10 @@ namespace sala::io {
 
 // Upper bound on the JSON header, as in the reference safetensors implementation.
 inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+// Upper bound on the header's entries (tensors plus __metadata__ keys). Real files hold far fewer (~450 tensors in the
+// 9B model, tens of thousands in the largest MoE shards); the bound keeps the time and memory a hostile header costs
+// small (within the byte limit a header could otherwise list ~2M entries).
+inline constexpr size_t kMaxSafetensorsEntries = 250'000;
 
 struct TensorInfo {
   std::string name;
@@ -50,6 +55,7 @@ std::string make_safetensors_header(std::span<const TensorInfo> tensors,
                                     std::string_view where = "safetensors header");
 
 // Read-only mmap of one file; movable, not copyable. Spans returned by bytes() live as long as the object.
+// open() refuses a FIFO, directory or device at once (io::open_regular_file), naming the path.
 class SafetensorsFile {
  public:
   static SafetensorsFile open(const std::string& path);

@@ -66,10 +66,4 @@ void SequenceState::reset() {
   }
 }
 
-size_t SequenceState::bytes() const {
-  size_t b = 0;
-  for (auto& L : layers) b += (L.k.capacity() + L.v.capacity() + L.state.capacity()) * 4 + L.k1.bytes() + L.k2.bytes();
-  return b;
-}
-
 }  // namespace sala

@@ -31,7 +31,6 @@ struct SequenceState {
 
   static SequenceState create(const ModelConfig& c, int64_t max_len = 0);
   void reset();
-  size_t bytes() const;
 };
 
 }  // namespace sala

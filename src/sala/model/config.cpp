@@ -7,6 +7,8 @@
 
 #include "sala/core/error.h"
 #include "sala/io/atomic_file.h"
+#include "sala/io/json.h"
+#include "sala/io/file.h"
 
 namespace sala {
 
@@ -22,11 +24,9 @@ const char* layer_kind_name(LayerKind k) {
 }
 
 double ModelConfig::residual_scale() const {
-  return scale_depth > 0 ? scale_depth / std::sqrt(double(num_hidden_layers)) : 1.0;
+  return mup ? scale_depth / std::sqrt(double(num_hidden_layers)) : 1.0;
 }
-double ModelConfig::logits_scale() const {
-  return dim_model_base > 0 ? dim_model_base / double(hidden_size) : 1.0;
-}
+double ModelConfig::logits_scale() const { return mup ? dim_model_base / double(hidden_size) : 1.0; }
 double ModelConfig::lightning_q_scale() const {
   return lightning_scale == "1" ? 1.0 : 1.0 / std::sqrt(double(lightning_dim()));
 }
@@ -135,6 +135,7 @@ ModelConfig parse_config(const json& j, const std::string& src) {
   // Defaults of the HF config classes: MiniCPMConfig ties embeddings and always applies its muP scales (1 when absent);
   // LlamaConfig / MistralConfig do not tie and have no muP (their keys, if present, are not read by HF either).
   c.tie_word_embeddings = r.boolean("tie_word_embeddings", minicpm && c.model_type == "minicpm");
+  c.mup = minicpm;
   if (minicpm) {
     c.scale_emb = r.number("scale_emb", 1.0);
     c.scale_depth = r.number("scale_depth", 1.0);
@@ -221,12 +222,33 @@ void validate_config(const ModelConfig& c, const std::string& src) {
   auto positive = [&](const char* f, int64_t v) {
     if (v <= 0) fail("{}: field '{}' = {} must be positive", src, f, v);
   };
+  // Bounds far above any real model that keep every tensor size, parameter count and byte count inside int64 (and
+  // token ids inside int32), so an absurd config is refused here rather than overflowing or exhausting memory later.
+  auto at_most = [&](const char* f, int64_t v, int64_t limit) {
+    if (v > limit) fail("{}: field '{}' = {} is larger than sala supports ({})", src, f, v, limit);
+  };
   positive("vocab_size", c.vocab_size);
   positive("hidden_size", c.hidden_size);
   positive("intermediate_size", c.intermediate_size);
   positive("num_hidden_layers", c.num_hidden_layers);
+  positive("num_attention_heads", c.num_attention_heads);
   positive("num_key_value_heads", c.num_key_value_heads);
   positive("head_dim", c.head_dim);
+  positive("max_position_embeddings", c.max_position_embeddings);
+  at_most("vocab_size", c.vocab_size, int64_t(1) << 30);
+  at_most("hidden_size", c.hidden_size, int64_t(1) << 18);
+  at_most("intermediate_size", c.intermediate_size, int64_t(1) << 20);
+  at_most("num_hidden_layers", c.num_hidden_layers, int64_t(1) << 12);
+  at_most("num_attention_heads", c.num_attention_heads, int64_t(1) << 12);
+  at_most("head_dim", c.head_dim, int64_t(1) << 12);
+  at_most("max_position_embeddings", c.max_position_embeddings, int64_t(1) << 40);
+  if (c.mup) {  // the reference multiplies by scale_emb and scale_depth and divides by hidden_size / dim_model_base
+    for (auto [f, v] : {std::pair{"scale_emb", c.scale_emb}, std::pair{"scale_depth", c.scale_depth},
+                        std::pair{"dim_model_base", c.dim_model_base}})
+      if (!(std::isfinite(v) && v > 0)) fail("{}: field '{}' = {} must be a positive number", src, f, v);
+  }
+  if (!std::isfinite(c.initializer_range) || c.initializer_range < 0)
+    fail("{}: field 'initializer_range' = {} must be a non-negative number", src, c.initializer_range);
   if (c.num_attention_heads % c.num_key_value_heads)
     fail("{}: field 'num_key_value_heads' = {} must divide num_attention_heads = {}", src, c.num_key_value_heads,
          c.num_attention_heads);
@@ -234,8 +256,8 @@ void validate_config(const ModelConfig& c, const std::string& src) {
   if (int64_t(c.layer_kinds.size()) != c.num_hidden_layers)
     fail("{}: field 'mixer_types' has {} entries, expected num_hidden_layers = {}", src, c.layer_kinds.size(),
          c.num_hidden_layers);
-  if (c.rms_norm_eps <= 0) fail("{}: field 'rms_norm_eps' = {} must be positive", src, c.rms_norm_eps);
-  if (c.rope.theta <= 0) fail("{}: field 'rope_theta' = {} must be positive", src, c.rope.theta);
+  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) fail("{}: field 'rms_norm_eps' = {} must be positive", src, c.rms_norm_eps);
+  if (!(c.rope.theta > 0) || !std::isfinite(c.rope.theta)) fail("{}: field 'rope_theta' = {} must be positive", src, c.rope.theta);
   if (c.rope.longrope()) {
     size_t half = size_t(c.head_dim / 2);
     if (c.rope.short_factor.size() != half || c.rope.long_factor.size() != half)
@@ -265,6 +287,9 @@ void validate_config(const ModelConfig& c, const std::string& src) {
   positive("sparse_config.block_size", s.block_size);
   positive("sparse_config.kernel_stride", s.kernel_stride);
   positive("sparse_config.topk", s.topk);
+  at_most("sparse_config.block_size", s.block_size, int64_t(1) << 16);
+  at_most("sparse_config.topk", s.topk, int64_t(1) << 16);
+  at_most("sparse_config.window_size", s.window_size, int64_t(1) << 24);
   if (s.dense_len < 0) fail("{}: field 'sparse_config.dense_len' = {} must be >= 0", src, s.dense_len);
   if (s.init_blocks < 0) fail("{}: field 'sparse_config.init_blocks' = {} must be >= 0", src, s.init_blocks);
   if (s.kernel_size != 2 * s.kernel_stride)
@@ -282,15 +307,8 @@ void validate_config(const ModelConfig& c, const std::string& src) {
 ModelConfig load_config(const std::string& path) {
   namespace fs = std::filesystem;
   std::string file = fs::is_directory(path) ? (fs::path(path) / "config.json").string() : path;
-  std::ifstream in(file);
-  if (!in) fail("{}: cannot open config (no such file?)", file);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", file, e.what());
-  }
-  return parse_config(j, file);
+  const std::string text = io::read_file(file, "config file", 64ull << 20);  // refuses a FIFO, directory, device
+  return parse_config(io::parse_json(text, file, "config"), file);  // a field given twice is an error
 }
 
 json config_to_json(const ModelConfig& c) {

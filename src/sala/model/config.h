@@ -49,10 +49,11 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  // muP scales: MiniCPM types always apply them (HF defaults 1 when absent); 0 = none (llama, mistral).
+  // muP scales: MiniCPM types always apply them (HF defaults 1 when absent); llama and mistral have none (mup false).
+  bool mup = false;
   double scale_emb = 1.0;
-  double scale_depth = 0.0;
-  double dim_model_base = 0.0;
+  double scale_depth = 1.0;
+  double dim_model_base = 1.0;
   int64_t bos_token_id = 1;
   std::vector<int64_t> eos_token_ids;
   int64_t pad_token_id = -1;
@@ -74,8 +75,8 @@ struct ModelConfig {
   int64_t lightning_heads() const { return num_attention_heads; }
   int64_t lightning_kv_heads() const { return lightning_nkv; }
   int64_t lightning_dim() const { return head_dim; }
-  double residual_scale() const;   // scale_depth / sqrt(L), or 1
-  double logits_scale() const;     // dim_model_base / hidden, or 1
+  double residual_scale() const;   // scale_depth / sqrt(L) with muP, else 1
+  double logits_scale() const;     // dim_model_base / hidden with muP, else 1
   double lightning_q_scale() const;
   int64_t count_layers(LayerKind k) const;
 };

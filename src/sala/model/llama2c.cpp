@@ -5,19 +5,20 @@
 #include <iterator>
 
 #include "sala/core/error.h"
+#include "sala/io/file.h"
 
 namespace sala {
 
 namespace {
 
-std::vector<char> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+// The whole file (refusing a FIFO, directory or device); the bound only stops a runaway read: llama2.c files of 7B
+// models are ~27 GB.
+std::string read_all(const std::string& path, std::string_view what) {
+  return io::read_file(path, what, uint64_t(1) << 40);
 }
 
 struct Cursor {
-  const std::vector<char>& b;
+  const std::string& b;
   const std::string& path;
   size_t at = 0;
   template <class T>
@@ -60,7 +61,7 @@ std::vector<float> permute_rope_rows(const std::vector<float>& w, int64_t heads,
 }
 
 Llama2cModel read_llama2c(const std::string& path) {
-  std::vector<char> b = read_all(path);
+  const std::string b = read_all(path, "llama2.c checkpoint");
   Cursor c{b, path};
   bool v1 = false;
   if (b.size() >= 8) {
@@ -156,7 +157,7 @@ Llama2cModel read_llama2c(const std::string& path) {
 }
 
 Llama2cVocab Llama2cVocab::load(const std::string& path) {
-  std::vector<char> b = read_all(path);
+  const std::string b = read_all(path, "llama2.c tokenizer");
   Cursor c{b, path};
   int32_t max_len = c.get<int32_t>();
   if (max_len <= 0 || max_len > 1024) fail("{}: not a llama2.c tokenizer (max_token_length {})", path, max_len);

@@ -37,9 +37,13 @@ Model::Model(ModelConfig c, Weights w) : cfg_(std::move(c)), w_(std::move(w)) {
   }
 }
 
-Model Model::load(const std::string& dir) {
+Model Model::load(const std::string& dir, const LoadOptions& opt) {
   ModelConfig c = load_config(dir);
   io::Checkpoint ck = io::Checkpoint::open(dir);
+  if (opt.check_finite) {
+    validate_checkpoint(c, ck);
+    check_weights_finite(c, ck);
+  }
   Weights w = load_weights(c, ck);  // before c is moved from: argument evaluation order is unspecified
   return Model(std::move(c), std::move(w));
 }
@@ -249,7 +253,7 @@ void Model::run_layers(std::span<const int32_t> ids, SequenceState& st, const Ca
   std::vector<float> f(static_cast<size_t>(rows * hid));
   cpu::rmsnorm(f.data(), h.data() + first * hid, w_.final_norm.data(), rows, hid, eps);
   // lm_head(h / (hidden / dim_model_base)): a division, as the reference writes it.
-  if (cfg_.dim_model_base > 0) {
+  if (cfg_.mup) {
     const float div = float(double(hid) / cfg_.dim_model_base);
     for (auto& x : f) x /= div;
   }

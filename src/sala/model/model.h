@@ -27,10 +27,14 @@ struct CallSpec {
   int64_t end() const { return pos0 + len; }
 };
 
+struct LoadOptions {
+  bool check_finite = false;  // scan every weight for NaN/Inf (check_weights_finite) before using it
+};
+
 class Model {
  public:
   Model(ModelConfig c, Weights w);
-  static Model load(const std::string& dir);  // config.json + safetensors, validated
+  static Model load(const std::string& dir, const LoadOptions& opt = {});  // config.json + safetensors, validated
 
   const ModelConfig& config() const { return cfg_; }
   const Weights& weights() const { return w_; }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -98,18 +99,13 @@ std::vector<float>& Weights::get(const TensorSpec& s) {
 }
 const std::vector<float>& Weights::get(const TensorSpec& s) const { return const_cast<Weights*>(this)->get(s); }
 
-static std::string shape_str(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 std::vector<std::string> validate_checkpoint(const ModelConfig& c, const io::Checkpoint& ckpt) {
   std::set<std::string> used;
   for (const TensorSpec& s : tensor_specs(c)) {
     const io::TensorInfo* t = ckpt.find(s.name);
     if (!t)
-      fail("checkpoint is missing tensor '{}' (expected shape {}, a float dtype)", s.name, shape_str(s.shape));
+      fail("{}: checkpoint is missing tensor '{}' (expected shape {}, a float dtype)", ckpt.path(), s.name,
+           shape_str(s.shape));
     if (!dtype_is_float(t->dtype))
       fail("{}: tensor '{}': dtype {}, expected a float dtype (BF16, F16, F32)", ckpt.file_of(s.name), s.name,
            dtype_name(t->dtype));
@@ -141,6 +137,48 @@ Weights load_weights(const ModelConfig& c, const io::Checkpoint& ckpt) {
   return w;
 }
 
+namespace {
+
+// Index of the first NaN/Inf element (all exponent bits set), or -1. Raw bits, so no conversion and no FP traps.
+template <class U>
+int64_t first_non_finite(const std::byte* p, int64_t n, U exp_mask) {
+  int64_t first = n;
+#pragma omp parallel for reduction(min : first) schedule(static) if (n > (1 << 20))
+  for (int64_t i = 0; i < n; ++i) {
+    U u;
+    std::memcpy(&u, p + size_t(i) * sizeof(U), sizeof(U));
+    if ((u & exp_mask) == exp_mask && i < first) first = i;
+  }
+  return first == n ? -1 : first;
+}
+
+}  // namespace
+
+void check_weights_finite(const ModelConfig& c, const io::Checkpoint& ckpt) {
+  for (const TensorSpec& s : tensor_specs(c)) {
+    const io::TensorInfo* t = ckpt.find(s.name);
+    SALA_CHECK(t != nullptr);
+    auto b = ckpt.bytes(s.name);
+    const int64_t n = t->numel();
+    int64_t bad = -1;
+    switch (t->dtype) {
+      case DType::BF16: bad = first_non_finite<uint16_t>(b.data(), n, 0x7f80); break;
+      case DType::F16: bad = first_non_finite<uint16_t>(b.data(), n, 0x7c00); break;
+      case DType::F32: bad = first_non_finite<uint32_t>(b.data(), n, 0x7f800000u); break;
+      case DType::F64: bad = first_non_finite<uint64_t>(b.data(), n, 0x7ff0000000000000ull); break;
+      default: fail("{}: tensor '{}': dtype {} is not a float dtype", ckpt.file_of(s.name), s.name, dtype_name(t->dtype));
+    }
+    if (bad >= 0) {
+      uint64_t raw = 0;  // aligned copy of the element
+      std::memcpy(&raw, b.data() + size_t(bad) * dtype_size(t->dtype), dtype_size(t->dtype));
+      float v = 0;
+      convert_to_f32(&v, &raw, t->dtype, 1);
+      fail("{}: tensor '{}': element {} of {} is {} (the checkpoint holds non-finite weights)", ckpt.file_of(s.name),
+           s.name, bad, n, v != v ? "NaN" : v > 0 ? "+Inf" : "-Inf");
+    }
+  }
+}
+
 void fill_random(const TensorSpec& s, float std, uint64_t seed, float* out) {
   const int64_t n = s.numel();
   if (s.is_norm()) {
@@ -155,10 +193,10 @@ void fill_random(const TensorSpec& s, float std, uint64_t seed, float* out) {
     Rng rng(h + uint64_t(r) * 0x9e3779b97f4a7c15ull);
     float* o = out + r * cols;
     for (int64_t i = 0; i < cols; i += 2) {  // Box-Muller gives two normals per draw: use both
-      double u1 = std::max(rng.uniform(), 1e-300), u2 = rng.uniform();
-      double rad = std::sqrt(-2.0 * std::log(u1)), th = 6.283185307179586 * u2;
-      o[i] = float(rad * std::cos(th)) * std;
-      if (i + 1 < cols) o[i + 1] = float(rad * std::sin(th)) * std;
+      double a, b;
+      rng.normal_pair(a, b);
+      o[i] = float(a) * std;
+      if (i + 1 < cols) o[i + 1] = float(b) * std;
     }
   }
 }
@@ -175,70 +213,43 @@ Weights random_weights(const ModelConfig& c, uint64_t seed) {
 
 namespace {
 
-// Groups tensors into shards of at most max_bytes (a tensor larger than that gets its own shard) and writes them with
-// the Hugging Face names and index. `produce` fills the bytes of one tensor in the target dtype.
-void write_sharded(const ModelConfig& c, const std::string& dir, DType dtype, uint64_t max_bytes,
-                   const std::function<void(const TensorSpec&, std::vector<std::byte>&)>& produce,
-                   const std::function<void(size_t, size_t, uint64_t, uint64_t)>& progress = {}) {
-  std::filesystem::create_directories(dir);
-  std::vector<TensorSpec> specs = tensor_specs(c);
-  const size_t es = dtype_size(dtype);
-  std::vector<std::vector<size_t>> shards(1);
-  uint64_t cur = 0, total = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    uint64_t b = uint64_t(specs[i].numel()) * es;
-    if (cur + b > max_bytes && !shards.back().empty()) {
-      shards.emplace_back();
-      cur = 0;
-    }
-    shards.back().push_back(i);
-    cur += b;
-    total += b;
-  }
-  const size_t n = shards.size();
-  nlohmann::json weight_map = nlohmann::json::object();
-  uint64_t written = 0;
-  for (size_t si = 0; si < n; ++si) {
-    std::string fname = n == 1 ? "model.safetensors" : io::shard_file_name(si + 1, n);
-    std::vector<std::vector<std::byte>> bufs(shards[si].size());
-    std::vector<io::TensorToWrite> tw;
-    for (size_t j = 0; j < shards[si].size(); ++j) {
-      const TensorSpec& s = specs[shards[si][j]];
-      produce(s, bufs[j]);
-      tw.push_back({s.name, dtype, s.shape, std::span<const std::byte>(bufs[j])});
-      weight_map[s.name] = fname;
-    }
-    io::write_safetensors((std::filesystem::path(dir) / fname).string(), tw, {{"format", "pt"}});
-    for (auto& b : bufs) written += b.size();
-    if (progress) progress(si + 1, n, written, total);
-  }
-  if (n > 1) {
-    nlohmann::json idx = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    io::write_file_atomic((std::filesystem::path(dir) / "model.safetensors.index.json").string(), idx.dump(2) + "\n");
-  }
+// Writes config.json and the tensors of tensor_specs(c) through the one checkpoint writer; `produce` fills one
+// tensor's bytes in `dtype`.
+void write_model(const ModelConfig& c, const std::string& dir, DType dtype, uint64_t max_bytes,
+                 const std::function<void(const TensorSpec&, std::span<std::byte>)>& produce,
+                 const io::WriteProgress& progress = {}) {
+  const std::vector<TensorSpec> specs = tensor_specs(c);
+  std::vector<io::TensorToWrite> tw;
+  tw.reserve(specs.size());
+  for (const TensorSpec& s : specs) tw.push_back({s.name, dtype, s.shape, {}});
+  io::write_checkpoint(
+      dir, tw, [&](size_t i, std::span<std::byte> out) { produce(specs[i], out); }, max_bytes, {{"format", "pt"}},
+      progress);
   save_config(c, dir);
 }
 
 }  // namespace
 
 void save_model(const ModelConfig& c, const Weights& w, const std::string& dir, DType dtype, uint64_t max_shard_bytes) {
-  write_sharded(c, dir, dtype, max_shard_bytes, [&](const TensorSpec& s, std::vector<std::byte>& buf) {
+  write_model(c, dir, dtype, max_shard_bytes, [&](const TensorSpec& s, std::span<std::byte> out) {
     const auto& v = w.get(s);
-    buf.resize(v.size() * dtype_size(dtype));
-    convert_from_f32(buf.data(), v.data(), dtype, v.size());
+    SALA_CHECK(out.size() == v.size() * dtype_size(dtype));
+    convert_from_f32(out.data(), v.data(), dtype, v.size());
   });
 }
 
 void write_random_model(const ModelConfig& c, const std::string& dir, DType dtype, uint64_t seed,
                         uint64_t max_shard_bytes,
                         const std::function<void(size_t, size_t, uint64_t, uint64_t)>& progress) {
-  write_sharded(c, dir, dtype, max_shard_bytes, [&](const TensorSpec& s, std::vector<std::byte>& buf) {
-    const int64_t n = s.numel();
-    buf.resize(size_t(n) * dtype_size(dtype));
-    std::vector<float> tmp(static_cast<size_t>(n));  // one tensor's fp32 scratch (largest: the 9B embedding, 1.2 GB)
-    fill_random(s, float(c.initializer_range), seed, tmp.data());
-    convert_from_f32(buf.data(), tmp.data(), dtype, size_t(n));
-  }, progress);
+  write_model(
+      c, dir, dtype, max_shard_bytes,
+      [&](const TensorSpec& s, std::span<std::byte> out) {
+        const int64_t n = s.numel();
+        std::vector<float> tmp(static_cast<size_t>(n));  // one tensor's fp32 scratch (largest: the 9B embedding)
+        fill_random(s, float(c.initializer_range), seed, tmp.data());
+        convert_from_f32(out.data(), tmp.data(), dtype, size_t(n));
+      },
+      progress);
 }
 
 }  // namespace sala

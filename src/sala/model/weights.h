@@ -56,6 +56,9 @@ struct Weights {
 // and the found. Returns the names of checkpoint tensors the model does not use (rotary caches etc.).
 std::vector<std::string> validate_checkpoint(const ModelConfig& c, const io::Checkpoint& ckpt);
 Weights load_weights(const ModelConfig& c, const io::Checkpoint& ckpt);
+// Scans every tensor the model uses, in its stored dtype, for NaN or Inf; throws naming the file, the tensor, the
+// first bad element's index and value. Call after validate_checkpoint.
+void check_weights_finite(const ModelConfig& c, const io::Checkpoint& ckpt);
 // Normal(0, initializer_range) matrices, ones for norms; deterministic per (seed, tensor name).
 Weights random_weights(const ModelConfig& c, uint64_t seed);
 void fill_random(const TensorSpec& s, float std, uint64_t seed, float* out);

@@ -2,10 +2,77 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <fmt/format.h>
 
 #include "sala/core/error.h"
 
 namespace sala {
+
+namespace {
+
+// One pass over the vocab row: sampling a row with a NaN or an infinity would give an arbitrary token (argmax skips
+// NaN, softmax turns everything into NaN), so it is an error. `pos` is the absolute position of the token whose logits
+// these are; generated = 0 for the prompt's last token, else the 1-based index of the generated token.
+void check_finite(std::span<const float> logits, int64_t pos, int64_t generated) {
+  int64_t nans = 0, infs = 0, first = -1;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float x = logits[i];
+    if (std::isfinite(x)) continue;
+    if (std::isnan(x)) ++nans;
+    else ++infs;
+    if (first < 0) first = int64_t(i);
+  }
+  if (first < 0) return;
+  const std::string kind = nans && infs ? "NaN and Inf" : nans ? "NaN" : "Inf";
+  const std::string where = generated == 0 ? "the prompt's last token" : fmt::format("generated token {}", generated);
+  fail("non-finite logits ({}) at position {} ({}): {} of {} vocab entries, the first at id {}; the model's weights or "
+       "activations overflowed; check the checkpoint with `sala info --check-weights`",
+       kind, pos, where, nans + infs, logits.size(), first);
+}
+
+}  // namespace
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::kEos: return "eos";
+    case StopReason::kLength: return "length";
+    case StopReason::kStopString: return "stop_string";
+    case StopReason::kCallback: return "callback";
+    case StopReason::kContext: return "context";
+  }
+  return "?";
+}
+
+std::string stop_reason_words(const GenerateResult& r) {
+  switch (r.stop_reason) {
+    case StopReason::kEos: return fmt::format("end-of-sequence token {}", r.stop_token);
+    case StopReason::kLength: return fmt::format("reached -n {} tokens", r.max_new_tokens);
+    case StopReason::kStopString: return fmt::format("stop string \"{}\"", r.stop_string);
+    case StopReason::kCallback: return "stopped by the caller";
+    case StopReason::kContext: return fmt::format("context limit of {} tokens", r.context_limit);
+  }
+  return "?";
+}
+
+double prefill_rate(const GenerateResult& r) {
+  return r.prompt_tokens > 0 && r.prefill_seconds > 0 ? double(r.prompt_tokens) / r.prefill_seconds : -1.0;
+}
+
+double decode_rate(const GenerateResult& r) {
+  return r.decode_steps > 0 && r.decode_seconds > 0 ? double(r.decode_steps) / r.decode_seconds : -1.0;
+}
+
+std::string format_stats(const GenerateResult& r, double load_s) {
+  auto rate = [](double x) { return x < 0 ? std::string() : fmt::format(" ({:.1f} tok/s)", x); };
+  std::string s = "[";
+  if (load_s >= 0) s += fmt::format("load {:.2f}s | ", load_s);
+  s += fmt::format("prefill {} tok in {:.3f}s{} | ", r.prompt_tokens, r.prefill_seconds, rate(prefill_rate(r)));
+  if (r.tokens.empty()) s += "decode 0 tok";
+  else s += fmt::format("decode {} tok in {:.3f}s{}", r.tokens.size(), r.decode_seconds, rate(decode_rate(r)));
+  s += fmt::format(" | stop: {}]", stop_reason_words(r));
+  return s;
+}
 
 GenerateResult generate(const Model& m, SequenceState& st, std::span<const int32_t> prompt, const GenerateOptions& o) {
   using clock = std::chrono::steady_clock;
@@ -16,33 +83,50 @@ GenerateResult generate(const Model& m, SequenceState& st, std::span<const int32
   Sampler sampler(o.sampling);
   GenerateResult r;
   r.prompt_tokens = int64_t(prompt.size());
-  std::vector<int32_t> history = o.history;
+  r.max_new_tokens = o.max_new_tokens;
+  r.context_limit = st.max_len;
+  // Room for every token this call can produce, reserved before the model runs: between model calls the loop then
+  // allocates nothing, so an out-of-memory error after the prefill can only come from a (state-poisoning) model call.
+  const int64_t room = std::max<int64_t>(0, st.max_len - st.pos - int64_t(prompt.size())) + 1;
+  const size_t most = size_t(std::min(o.max_new_tokens, room));
+  r.tokens.reserve(most);
+  std::vector<int32_t> history;
+  history.reserve(o.history.size() + prompt.size() + most);
+  history.insert(history.end(), o.history.begin(), o.history.end());
   history.insert(history.end(), prompt.begin(), prompt.end());
 
   auto t0 = clock::now();
   std::vector<float> logits = m.prefill(prompt, st, o.prefill_chunk, nullptr, false, o.on_prefill_progress);
   r.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  r.stop_reason = "length";
+  r.stop_reason = StopReason::kLength;
   auto t1 = clock::now();
+  // Checked even when max_new_tokens is 0: a prompt whose logits are not finite is reported either way.
+  check_finite(logits, st.pos - 1, 0);
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
     int32_t tok = sampler.sample(logits, history);
     if (std::find(stops.begin(), stops.end(), int64_t(tok)) != stops.end()) {
       r.stop_token = tok;
-      r.stop_reason = "eos";
+      r.stop_reason = StopReason::kEos;
       break;
     }
     r.tokens.push_back(tok);
     history.push_back(tok);
-    if (o.on_token && !o.on_token(tok)) {
-      r.stop_reason = "callback";
-      break;
+    if (o.on_token) {
+      TokenVerdict v = o.on_token(tok);
+      if (!v.keep_going) {
+        r.stop_reason = v.stop_string.empty() ? StopReason::kCallback : StopReason::kStopString;
+        r.stop_string = std::move(v.stop_string);
+        break;
+      }
     }
     if (i + 1 == o.max_new_tokens) break;
     if (st.pos >= st.max_len) {
-      r.stop_reason = "context";
+      r.stop_reason = StopReason::kContext;
       break;
     }
     logits = m.decode(tok, st);
+    ++r.decode_steps;
+    check_finite(logits, st.pos - 1, i + 1);
   }
   r.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   return r;

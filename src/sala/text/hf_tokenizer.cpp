@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "sala/core/error.h"
+#include "sala/io/file.h"
 #include "sala/text/added_tokens.h"
 #include "sala/text/bpe.h"
 #include "sala/text/decoders.h"
@@ -53,13 +54,9 @@ class HfTokenizer : public Tokenizer {
   std::vector<int32_t> prefix_ids_, suffix_ids_;  // post-processor (single sequence)
 };
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("cannot open {}", path);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+// io::read_file refuses a FIFO (whose open would block), a directory or a device. Real tokenizer.json files are
+// under 50 MB; the bound stops a runaway read.
+std::string read_file(const std::string& path) { return io::read_file(path, "tokenizer file", uint64_t(1) << 30); }
 
 AddedToken parse_added(const json& a, const std::string& what) {
   AddedToken t;

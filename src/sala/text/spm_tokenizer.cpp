@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "sala/core/error.h"
+#include "sala/io/file.h"
 #include "sala/text/added_tokens.h"
 #include "sala/text/bpe.h"
 #include "sala/text/utf8.h"
@@ -39,7 +40,8 @@ class SpmTokenizer : public Tokenizer {
 };
 
 SpmTokenizer::SpmTokenizer(const std::string& path, TokenizerConfig cfg) : path_(path) {
-  const auto st = sp_.Load(path);
+  // Read here, not by sp_.Load(path): io::read_file refuses a FIFO (whose open would block), a directory or a device.
+  const auto st = sp_.LoadFromSerializedProto(io::read_file(path, "SentencePiece model", uint64_t(1) << 30));
   if (!st.ok()) fail("{}: cannot load SentencePiece model: {}", path, st.ToString());
   n_pieces_ = sp_.GetPieceSize();
   vocab_size_ = n_pieces_;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "sala/core/error.h"
+#include "sala/io/file.h"
 #include "sala/text/hf_tokenizer.h"
 #include "sala/text/spm_tokenizer.h"
 
@@ -22,13 +23,16 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+// Side files are small (a long chat template is ~10 kB); the bound stops a runaway read. A side file that exists but
+// is not a regular file (a FIFO would block the open) is an error from io::read_file, not silently skipped.
+constexpr uint64_t kMaxSideFileBytes = uint64_t(1) << 28;
+
 std::optional<json> read_json_if_exists(const fs::path& p) {
   std::error_code ec;
-  if (!fs::is_regular_file(p, ec)) return std::nullopt;
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail("cannot open {}", p.string());
+  if (!fs::exists(fs::status(p, ec))) return std::nullopt;
+  const std::string text = io::read_file(p.string(), "tokenizer side file", kMaxSideFileBytes);
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not valid JSON: {}", p.string(), e.what());
   }
@@ -119,12 +123,8 @@ TokenizerConfig read_tokenizer_config(const std::string& dir_str) {
   {
     std::error_code ec;
     const fs::path jinja = dir / "chat_template.jinja";
-    if (cfg.chat_template.empty() && fs::is_regular_file(jinja, ec)) {
-      std::ifstream f(jinja, std::ios::binary);
-      std::ostringstream ss;
-      ss << f.rdbuf();
-      cfg.chat_template = ss.str();
-    }
+    if (cfg.chat_template.empty() && fs::exists(fs::status(jinja, ec)))
+      cfg.chat_template = io::read_file(jinja.string(), "chat template", kMaxSideFileBytes);
   }
   if (auto j = read_json_if_exists(dir / "config.json")) read_eos_ids(*j, cfg.extra_eos_ids);
   if (auto j = read_json_if_exists(dir / "generation_config.json")) read_eos_ids(*j, cfg.extra_eos_ids);
@@ -137,11 +137,12 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path_str) {
   std::error_code ec;
   if (fs::is_directory(p, ec)) {
     TokenizerConfig cfg = read_tokenizer_config(p.string());
-    if (fs::is_regular_file(p / "tokenizer.json", ec)) return load_hf_tokenizer((p / "tokenizer.json").string(), std::move(cfg));
-    if (fs::is_regular_file(p / "tokenizer.model", ec)) return load_spm_tokenizer((p / "tokenizer.model").string(), std::move(cfg));
+    // exists, not is_regular_file: a FIFO or folder in their place gets the loader's clear error, not "no tokenizer"
+    if (fs::exists(fs::status(p / "tokenizer.json", ec))) return load_hf_tokenizer((p / "tokenizer.json").string(), std::move(cfg));
+    if (fs::exists(fs::status(p / "tokenizer.model", ec))) return load_spm_tokenizer((p / "tokenizer.model").string(), std::move(cfg));
     fail("{}: no tokenizer.json or tokenizer.model in this folder", path_str);
   }
-  if (!fs::is_regular_file(p, ec)) fail("{}: no such tokenizer file or folder", path_str);
+  if (!fs::exists(fs::status(p, ec))) fail("{}: no such tokenizer file or folder", path_str);
   TokenizerConfig cfg = read_tokenizer_config(p.parent_path().empty() ? "." : p.parent_path().string());
   if (p.extension() == ".json") return load_hf_tokenizer(p.string(), std::move(cfg));
   if (p.extension() == ".model") return load_spm_tokenizer(p.string(), std::move(cfg));

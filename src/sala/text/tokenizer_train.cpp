@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "sala/core/error.h"
+#include "sala/io/file.h"
 
 namespace sala::text {
 namespace {
@@ -41,7 +42,9 @@ void write_file(const fs::path& p, const std::string& s) {
 
 void write_tokenizer_json_from_spm(const std::string& model_path, const std::string& json_path) {
   sentencepiece::SentencePieceProcessor sp;
-  if (const auto st = sp.Load(model_path); !st.ok()) fail("{}: cannot load SentencePiece model: {}", model_path, st.ToString());
+  if (const auto st = sp.LoadFromSerializedProto(io::read_file(model_path, "SentencePiece model", uint64_t(1) << 30));
+      !st.ok())
+    fail("{}: cannot load SentencePiece model: {}", model_path, st.ToString());
   const int n = sp.GetPieceSize();
   json vocab = json::object();
   json added = json::array();
@@ -119,7 +122,7 @@ void write_tokenizer_json_from_spm(const std::string& model_path, const std::str
 void train_tokenizer(const TokenizerTrainOptions& opt) {
   if (opt.inputs.empty()) fail("tokenizer train: no input files");
   for (const auto& f : opt.inputs)
-    if (!fs::is_regular_file(f)) fail("tokenizer train: input {} is not a file", f);
+    io::check_regular_file(f, "tokenizer training input");  // SentencePiece opens it: a FIFO would block it
   if (opt.vocab_size < 260 + static_cast<int>(opt.control_tokens.size()))
     fail("tokenizer train: vocab_size {} is too small (byte fallback alone needs 259 + control tokens)", opt.vocab_size);
   fs::create_directories(opt.out_dir);

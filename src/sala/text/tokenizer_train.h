@@ -16,7 +16,7 @@ struct TokenizerTrainOptions {
   int threads = 2;
   int64_t max_sentences = 0;        // 0 = use all lines (SentencePiece input_sentence_size)
   int max_sentence_length = 16384;  // bytes; longer lines are skipped by the trainer
-  bool hard_vocab_limit = true;     // false lets a small corpus end with fewer pieces than vocab_size
+  bool hard_vocab_limit = false;    // true fails unless the corpus yields exactly vocab_size pieces
   std::vector<std::string> control_tokens = {"<|im_start|>", "<|im_end|>"};  // ids 3.. (after <unk> <s> </s>)
 };
 

@@ -7,6 +7,7 @@
 
 #include "sala/backend/cpu/ops.h"
 #include "sala/core/error.h"
+#include "sala/core/parallel.h"
 
 namespace sala::cpu {
 
@@ -60,60 +61,67 @@ void infllmv2_select(int32_t* idx, const float* q, const CompressedKeys& k1, con
   if (scores_out) scores_out->assign(size_t(Hkv * T * n1_total), 0.0f);
   const float neg_inf = -std::numeric_limits<float>::infinity(), pos_inf = std::numeric_limits<float>::infinity();
 
+  ParallelErrors errs;
 #pragma omp parallel if (Hkv * T * Hq * (n1_total + n2_total) * D > kParallelWork)
   {
-    std::vector<float> s(static_cast<size_t>(n1_total)), l2(static_cast<size_t>(n2_total)), blk;
+    std::vector<float> s, l2, blk;
     std::vector<int32_t> order;
+    errs.run([&] {  // per-thread scratch: its allocation may throw too (iterations are skipped then)
+      s.resize(size_t(n1_total));
+      l2.resize(size_t(n2_total));
+    });
 #pragma omp for schedule(dynamic, 4) collapse(2)
     for (int64_t g = 0; g < Hkv; ++g)
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t pos = pos0 + t;
-        const int64_t n1 = std::min(stage1_visible_windows(pos, call_len, p.stride), n1_total);
-        const int64_t n2 = std::min(stage1_visible_windows(pos, call_len, 4 * p.stride), n2_total);
-        std::fill(s.begin(), s.end(), 0.0f);
-        if (n2 > 0) {
-          for (int64_t hh = 0; hh < group; ++hh) {
-            const float* qh = q + (t * Hq + g * group + hh) * D;
-            float mx = neg_inf;
-            for (int64_t j = 0; j < n2; ++j) {
-              l2[size_t(j)] = dot(qh, k2.windows.data() + (j * Hkv + g) * D, D) * p.scale;
-              mx = std::max(mx, l2[size_t(j)]);
+      for (int64_t t = 0; t < T; ++t)
+        errs.run([&] {
+          const int64_t pos = pos0 + t;
+          const int64_t n1 = std::min(stage1_visible_windows(pos, call_len, p.stride), n1_total);
+          const int64_t n2 = std::min(stage1_visible_windows(pos, call_len, 4 * p.stride), n2_total);
+          std::fill(s.begin(), s.end(), 0.0f);
+          if (n2 > 0) {
+            for (int64_t hh = 0; hh < group; ++hh) {
+              const float* qh = q + (t * Hq + g * group + hh) * D;
+              float mx = neg_inf;
+              for (int64_t j = 0; j < n2; ++j) {
+                l2[size_t(j)] = dot(qh, k2.windows.data() + (j * Hkv + g) * D, D) * p.scale;
+                mx = std::max(mx, l2[size_t(j)]);
+              }
+              double sum = 0;
+              for (int64_t j = 0; j < n2; ++j) sum += std::exp(double(l2[size_t(j)] - mx));
+              const float lse = mx + float(std::log(sum));
+              for (int64_t i = 0; i < n1; ++i)
+                s[size_t(i)] += std::exp(dot(qh, k1.windows.data() + (i * Hkv + g) * D, D) * p.scale - lse);
             }
-            double sum = 0;
-            for (int64_t j = 0; j < n2; ++j) sum += std::exp(double(l2[size_t(j)] - mx));
-            const float lse = mx + float(std::log(sum));
-            for (int64_t i = 0; i < n1; ++i)
-              s[size_t(i)] += std::exp(dot(qh, k1.windows.data() + (i * Hkv + g) * D, D) * p.scale - lse);
           }
-        }
-        for (auto& x : s)
-          if (x != x) x = 0.0f;  // the reference zeroes NaN stage-1 scores
-        if (scores_out) std::copy(s.begin(), s.end(), scores_out->begin() + (g * T + t) * n1_total);
+          for (auto& x : s)
+            if (x != x) x = 0.0f;  // the reference zeroes NaN stage-1 scores
+          if (scores_out) std::copy(s.begin(), s.end(), scores_out->begin() + (g * T + t) * n1_total);
 
-        // Pool onto blocks 0..q_blk: blocks beyond q_blk score 0 or -inf and lose every tie to earlier blocks, and are
-        // dropped afterwards, so leaving them out changes nothing.
-        const int64_t q_blk = pos / p.block, nb = q_blk + 1;
-        blk.assign(size_t(nb), neg_inf);
-        for (int64_t b = 0; b < nb; ++b) {
-          const int64_t lo = std::max<int64_t>(0, b * r - 1), hi = std::min(n1_total, b * r - 1 + r + 1);
-          for (int64_t i = lo; i < hi; ++i) blk[size_t(b)] = std::max(blk[size_t(b)], s[size_t(i)]);
-        }
-        for (int64_t b = 0; b < std::min(p.init_blocks, nb); ++b) blk[size_t(b)] = pos_inf;
-        for (int64_t b = std::max<int64_t>(0, q_blk - p.local_blocks); b <= q_blk; ++b) blk[size_t(b)] = pos_inf;
+          // Pool onto blocks 0..q_blk: blocks beyond q_blk score 0 or -inf and lose every tie to earlier blocks, and
+          // are dropped afterwards, so leaving them out changes nothing.
+          const int64_t q_blk = pos / p.block, nb = q_blk + 1;
+          blk.assign(size_t(nb), neg_inf);
+          for (int64_t b = 0; b < nb; ++b) {
+            const int64_t lo = std::max<int64_t>(0, b * r - 1), hi = std::min(n1_total, b * r - 1 + r + 1);
+            for (int64_t i = lo; i < hi; ++i) blk[size_t(b)] = std::max(blk[size_t(b)], s[size_t(i)]);
+          }
+          for (int64_t b = 0; b < std::min(p.init_blocks, nb); ++b) blk[size_t(b)] = pos_inf;
+          for (int64_t b = std::max<int64_t>(0, q_blk - p.local_blocks); b <= q_blk; ++b) blk[size_t(b)] = pos_inf;
 
-        int32_t* out = idx + (g * T + t) * K;
-        const int64_t take = std::min(K, nb);
-        order.resize(size_t(nb));
-        std::iota(order.begin(), order.end(), 0);
-        auto better = [&](int32_t a, int32_t b) {
-          float sa = blk[size_t(a)], sb = blk[size_t(b)];
-          return sa > sb || (sa == sb && a < b);  // ties toward the lower block index
-        };
-        if (take < nb) std::nth_element(order.begin(), order.begin() + take, order.end(), better);
-        std::sort(order.begin(), order.begin() + take);
-        for (int64_t j = 0; j < K; ++j) out[j] = j < take ? order[size_t(j)] : -1;
-      }
+          int32_t* out = idx + (g * T + t) * K;
+          const int64_t take = std::min(K, nb);
+          order.resize(size_t(nb));
+          std::iota(order.begin(), order.end(), 0);
+          auto better = [&](int32_t a, int32_t b) {
+            float sa = blk[size_t(a)], sb = blk[size_t(b)];
+            return sa > sb || (sa == sb && a < b);  // ties toward the lower block index
+          };
+          if (take < nb) std::nth_element(order.begin(), order.begin() + take, order.end(), better);
+          std::sort(order.begin(), order.begin() + take);
+          for (int64_t j = 0; j < K; ++j) out[j] = j < take ? order[size_t(j)] : -1;
+        });
   }
+  errs.rethrow();
 }
 
 }  // namespace sala::cpu

@@ -107,8 +107,5 @@ void axpy(float* y, const float* x, float a, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-void scale(float* x, float a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] *= a;
-}
 
 }  // namespace sala::cpu

@@ -19,7 +19,6 @@ void silu_mul(float* out, const float* gate, const float* up, int64_t n);
 void mul_sigmoid(float* x, const float* g, int64_t n);
 // y += a * x
 void axpy(float* y, const float* x, float a, int64_t n);
-void scale(float* x, float a, int64_t n);
 float dot(const float* a, const float* b, int64_t n);
 
 }  // namespace sala::cpu
