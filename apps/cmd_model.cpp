@@ -151,9 +151,11 @@ void add_model_commands(CLI::App& app) {
                m.config.vocab_size);
       }
       save_model(m.config, m.weights, out, dt);
+      const auto vocab_out = std::filesystem::path(out) / "llama2c_tokenizer.bin";
       if (!vocab.empty())
-        std::filesystem::copy_file(vocab, std::filesystem::path(out) / "llama2c_tokenizer.bin",
-                                   std::filesystem::copy_options::overwrite_existing);
+        std::filesystem::copy_file(vocab, vocab_out, std::filesystem::copy_options::overwrite_existing);
+      else
+        std::filesystem::remove(vocab_out);  // an earlier import's vocabulary would decode this model's ids
       fmt::print("imported {} ({} layers, dim {}, vocab {}) to {}\n", in, m.config.num_hidden_layers,
                  m.config.hidden_size, m.config.vocab_size, out);
     });

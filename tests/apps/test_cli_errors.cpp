@@ -3,7 +3,9 @@
 // command leaves no partial output; values that used to be accepted silently are errors or warnings.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "sala/io/safetensors.h"
@@ -251,4 +253,30 @@ TEST_F(CliErrors, TokenizerTrainLimits) {
   r = run_split("tokenizer train -i " + corpus + " -o " + tmp.file("tok3") + " --vocab-size 8000 --soft-vocab-limit",
                 tmp);
   EXPECT_EQ(r.code, 0) << r.err;
+}
+
+TEST_F(CliErrors, ImportChecksItsVocabularyBeforeWritingTheModel) {
+  SALA_REQUIRE_SHARED("fixtures/stories260K/stories260K.bin");
+  const std::string bin = sala::test::shared_path("fixtures/stories260K/stories260K.bin");
+  const std::string tok = sala::test::shared_path("fixtures/stories260K/tok512.bin");
+  // the vocabulary cut after its first 100 pieces: well-formed, but 100 tokens for a 512-token model
+  std::ifstream in(tok, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t at = 4;
+  for (int piece = 0; piece < 100; ++piece) {
+    int32_t n;
+    std::memcpy(&n, bytes.data() + at + 4, 4);
+    at += 8 + size_t(n);
+  }
+  const std::string small = tmp.file("tok100.bin");
+  std::ofstream(small, std::ios::binary) << bytes.substr(0, at);
+  const std::string out = tmp.file("imported");
+  expect_failure(run_split("import llama2c " + bin + " --vocab " + small + " --out " + out, tmp), 1,
+                 {small, "100 tokens", "vocab_size 512"});
+  EXPECT_FALSE(std::filesystem::exists(out)) << "a failed import wrote its model";
+  // re-importing without --vocab removes the vocabulary of an earlier import (it would decode another model's ids)
+  ASSERT_EQ(run_split("import llama2c " + bin + " --vocab " + tok + " --out " + out, tmp).code, 0);
+  ASSERT_TRUE(std::filesystem::exists(out + "/llama2c_tokenizer.bin"));
+  ASSERT_EQ(run_split("import llama2c " + bin + " --out " + out, tmp).code, 0);
+  EXPECT_FALSE(std::filesystem::exists(out + "/llama2c_tokenizer.bin"));
 }
