@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "ref/ref64.h"
+#include "sala/backend/cpu/rope.h"
 #include "sala/model/rope.h"
 #include "test_util.h"
 
@@ -11,9 +12,9 @@ TEST(Rope, PlainEqualsFloat64Reference) {
   const int64_t T = 40, H = 3, D = 16;
   auto x = test::randn(size_t(T * H * D), 1);
   RopeConfig rc;
-  Rope r(rc, D, 4096);
+  const RopeTables r = make_rope_tables(rc, D, 4096);
   auto got = x;
-  r.apply(got.data(), T, H, 1000);
+  cpu::rope_apply(got.data(), T, H, r, 1000, 0);
   std::vector<int> pos(static_cast<size_t>(T));
   for (int t = 0; t < int(T); ++t) pos[size_t(t)] = 1000 + t;
   auto want = ref::rope_neox(test::to_f64(x), int(T), int(H), int(D), pos, 10000.0);
@@ -27,12 +28,12 @@ TEST(Rope, LongRopeUsesLongFactorsPastTheOriginalContext) {
   rc.short_factor = {1, 1, 1, 1};
   rc.long_factor = {1, 2, 4, 8};
   rc.original_max_position_embeddings = 64;
-  Rope r(rc, D, 64);  // max_pos == original: short factors, scale 1, until a sequence exceeds 64
+  const RopeTables r = make_rope_tables(rc, D, 64);  // max_pos == original: short factors, scale 1, until a sequence exceeds 64
   std::vector<float> x(size_t(D), 0.0f);
   for (int64_t i = 0; i < half; ++i) x[size_t(i)] = 1.0f;  // (1, 0) pairs: output = (cos a, sin a)
   auto apply = [&](int64_t seq_len) {
     auto y = x;
-    r.apply(y.data(), 1, 1, 50, seq_len);
+    cpu::rope_apply(y.data(), 1, 1, r, 50, seq_len);
     return y;
   };
   auto s = apply(64), l = apply(65);
@@ -42,9 +43,9 @@ TEST(Rope, LongRopeUsesLongFactorsPastTheOriginalContext) {
     EXPECT_NEAR(l[size_t(i)], std::cos(50 * inv / rc.long_factor[size_t(i)]), 1e-5) << i;
     EXPECT_NEAR(l[size_t(i + half)], std::sin(50 * inv / rc.long_factor[size_t(i)]), 1e-5) << i;
   }
-  Rope big(rc, D, 256);  // max_pos 4x the original: long factors always, cos/sin scaled by sqrt(1 + ln 4 / ln 64)
+  const RopeTables big = make_rope_tables(rc, D, 256);  // max_pos 4x the original: long factors always, cos/sin scaled by sqrt(1 + ln 4 / ln 64)
   auto y = x;
-  big.apply(y.data(), 1, 1, 50, 10);
+  cpu::rope_apply(y.data(), 1, 1, big, 50, 10);
   const double m = std::sqrt(1 + std::log(4.0) / std::log(64.0));
   EXPECT_NEAR(y[1], m * std::cos(50 * std::pow(10000.0, -2.0 / 8) / 2), 1e-5);
 }

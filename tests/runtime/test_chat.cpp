@@ -136,7 +136,7 @@ TEST(ChatSession, KeepsTheSampledIdsAndPrefillsOnlyWhatIsNew) {
   EXPECT_EQ(s.messages().size(), 1 + 2 * msgs.size());
 
   // The cache is exactly cached_ids(): one more token on it gives the logits of a fresh prefill of those ids.
-  SequenceState a = s.state();
+  SequenceState a = m.clone_state(s.state());
   const std::vector<float> la = m.decode(7, a);
   SequenceState b = m.new_state();
   const auto ids = s.cached_ids();

@@ -1,11 +1,8 @@
 #include "sala/model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
-#include "sala/backend/cpu/attention.h"
-#include "sala/backend/cpu/infllmv2.h"
-#include "sala/backend/cpu/lightning.h"
-#include "sala/backend/cpu/ops.h"
 #include "sala/core/error.h"
 #include "sala/io/checkpoint.h"
 
@@ -27,180 +24,135 @@ std::vector<double> alibi_slopes(int64_t n) {
   return s;
 }
 
-Model::Model(ModelConfig c, Weights w) : cfg_(std::move(c)), w_(std::move(w)) {
-  const int64_t maxp = cfg_.max_position_embeddings;
-  rope_dense_ = Rope(cfg_.rope, cfg_.dense_head_dim(), maxp);
-  if (cfg_.is_sala()) {
-    rope_sparse_ = Rope(cfg_.rope, cfg_.sparse_head_dim(), maxp);
-    rope_lightning_ = Rope(cfg_.rope, cfg_.lightning_dim(), maxp);
-    for (double s : alibi_slopes(cfg_.lightning_heads())) log_decay_.push_back(float(-s));
-  }
+namespace {
+
+// Scratch buffers of a step (Backend::scratch ids).
+enum Scratch : int { kH, kXn, kQkv, kO, kA, kGu, kM, kHLast, kFinal, kLogits };
+
+std::string layer_tag(int64_t l) { return "L" + std::to_string(l) + "."; }
+
+std::unique_ptr<Backend> make_backend(Device d) {
+  if (d == Device::CPU) return make_cpu_backend();
+  std::string why;
+  auto b = make_cuda_backend(&why);
+  if (!b) fail("--device cuda: {}", why);
+  return b;
+}
+
+HostTensor host_view(const TensorSpec& s, DType dt, const void* data) {
+  const int64_t rows = s.shape.size() > 1 ? s.shape[0] : 1, cols = s.shape.back();
+  return HostTensor{s.name, dt, data, rows, cols};
+}
+
+}  // namespace
+
+Model::Model(ModelConfig c, Weights w, Device device) : cfg_(std::move(c)), be_(make_backend(device)) {
+  host_ = std::make_unique<Weights>(std::move(w));
+  const Weights& hw = *host_;
+  upload([&](const TensorSpec& s) { return host_view(s, DType::F32, hw.get(s).data()); });
 }
 
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
   ModelConfig c = load_config(dir);
-  io::Checkpoint ck = io::Checkpoint::open(dir);
-  if (opt.check_finite) {
-    validate_checkpoint(c, ck);
-    check_weights_finite(c, ck);
-  }
-  Weights w = load_weights(c, ck);  // before c is moved from: argument evaluation order is unspecified
-  return Model(std::move(c), std::move(w));
+  auto ck = std::make_unique<io::Checkpoint>(io::Checkpoint::open(dir));
+  validate_checkpoint(c, *ck);
+  if (opt.check_finite) check_weights_finite(c, *ck);
+  // The weights stay where they are (a view into the mapped file, in their stored dtype): the CPU backend widens
+  // them inside its matmul tiles, the CUDA backend uploads them once.
+  Model m(std::move(c), std::move(ck), opt.device);
+  return m;
 }
 
-namespace {
-std::string layer_tag(int64_t l) { return "L" + std::to_string(l) + "."; }
-
-// Appends n rows of `row` floats to a growing cache vector.
-void append_rows(std::vector<float>& dst, const float* src, int64_t n, int64_t row) {
-  dst.insert(dst.end(), src, src + n * row);
-}
-}  // namespace
-
-Model::Qkv Model::project_qkv(const float* x, int64_t n, const LayerWeights& L, int64_t Hq, int64_t Hkv, int64_t D,
-                              bool norm, const Rope* rope, int64_t pos0, int64_t seq_len, Trace* tr,
-                              const std::string& tag) const {
-  const int64_t hid = cfg_.hidden_size;
-  Qkv r;
-  r.q.resize(size_t(n * Hq * D));
-  r.k.resize(size_t(n * Hkv * D));
-  r.v.resize(size_t(n * Hkv * D));
-  cpu::matmul(r.q.data(), x, L.q.data(), n, hid, Hq * D);
-  cpu::matmul(r.k.data(), x, L.k.data(), n, hid, Hkv * D);
-  cpu::matmul(r.v.data(), x, L.v.data(), n, hid, Hkv * D);
-  if (norm) {  // per head, one weight shared by all heads, before RoPE
-    const float eps = float(cfg_.rms_norm_eps);
-    cpu::rmsnorm(r.q.data(), r.q.data(), L.q_norm.data(), n * Hq, D, eps);
-    cpu::rmsnorm(r.k.data(), r.k.data(), L.k_norm.data(), n * Hkv, D, eps);
-  }
-  if (rope) {
-    rope->apply(r.q.data(), n, Hq, pos0, seq_len);
-    rope->apply(r.k.data(), n, Hkv, pos0, seq_len);
-  }
-  if (tr) {
-    tr->rows_f32(tag + "q", r.q.data(), {n, Hq, D});
-    tr->rows_f32(tag + "k", r.k.data(), {n, Hkv, D});
-    tr->rows_f32(tag + "v", r.v.data(), {n, Hkv, D});
-  }
-  return r;
-}
-
-void Model::dense_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                        const CallSpec& call, Trace* tr, const std::string& tag) const {
-  const int64_t hid = cfg_.hidden_size, Hq = cfg_.num_attention_heads, Hkv = C.kv_heads, D = C.head_dim;
-  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, &rope_dense_, pos0, call.end(), tr, tag);
-  std::vector<float> o(q.size());
-  append_rows(C.k, k.data(), n, Hkv * D);
-  append_rows(C.v, v.data(), n, Hkv * D);
-  cpu::attention_causal(o.data(), q.data(), C.k.data(), C.v.data(), n, pos0, Hq, Hkv, D, float(1.0 / std::sqrt(double(D))));
-  if (tr) tr->rows_f32(tag + "attn", o.data(), {n, Hq * D});
-  cpu::matmul(out, o.data(), L.o.data(), n, Hq * D, hid);
-}
-
-void Model::sparse_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                         const CallSpec& call, Trace* tr, const std::string& tag) const {
-  const int64_t hid = cfg_.hidden_size, Hq = cfg_.num_attention_heads, Hkv = C.kv_heads, D = C.head_dim;
-  const float scale = float(1.0 / std::sqrt(double(D)));
-  auto [q, k, v] = project_qkv(x, n, L, Hq, Hkv, D, false, cfg_.attn_use_rope ? &rope_sparse_ : nullptr, pos0,
-                               call.end(), tr, tag);
-  std::vector<float> o(q.size());
-  append_rows(C.k, k.data(), n, Hkv * D);
-  append_rows(C.v, v.data(), n, Hkv * D);
-  C.k1.append(k.data(), n);
-  C.k2.append(k.data(), n);
-
-  // §4.9 item 4: the mode is that of the whole call (prompt), decided by its last position.
-  const bool sparse = call.end() >= cfg_.sparse.dense_len;
-  if (!sparse) {
-    cpu::attention_causal(o.data(), q.data(), C.k.data(), C.v.data(), n, pos0, Hq, Hkv, D, scale);
-  } else {
-    const SparseConfig& sc = cfg_.sparse;
-    cpu::SelectParams p;
-    p.block = sc.block_size;
-    p.stride = sc.kernel_stride;
-    p.topk_total = sc.total_topk();
-    p.local_blocks = sc.local_blocks();
-    p.init_blocks = sc.init_blocks;
-    p.scale = scale;
-    std::vector<int32_t> idx(static_cast<size_t>(Hkv * n * p.topk_total));
-    cpu::infllmv2_select(idx.data(), q.data(), C.k1, C.k2, n, pos0, call.len, Hq, p);
-    if (tr) {
-      std::vector<int32_t> tk(idx.size());  // (n, Hkv, K) so chunks concatenate on the token axis
-      for (int64_t g = 0; g < Hkv; ++g)
-        for (int64_t t = 0; t < n; ++t)
-          for (int64_t r = 0; r < p.topk_total; ++r)
-            tk[size_t((t * Hkv + g) * p.topk_total + r)] = idx[size_t((g * n + t) * p.topk_total + r)];
-      tr->rows_i32(tag + "sparse.topk_idx", tk.data(), {n, Hkv, p.topk_total});
+Model::Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device)
+    : cfg_(std::move(c)), be_(make_backend(device)), ckpt_(std::move(ck)) {
+  upload([&](const TensorSpec& s) {
+    const io::TensorInfo* t = ckpt_->find(s.name);
+    SALA_CHECK(t != nullptr);
+    if (t->dtype == DType::F32 || t->dtype == DType::BF16 || t->dtype == DType::F16) {
+      auto b = ckpt_->bytes(s.name);
+      if (reinterpret_cast<uintptr_t>(b.data()) % dtype_size(t->dtype) == 0) return host_view(s, t->dtype, b.data());
     }
-    cpu::attention_block_sparse(o.data(), q.data(), C.k.data(), C.v.data(), idx.data(), p.topk_total, sc.block_size, n,
-                                pos0, Hq, Hkv, D, scale);
-  }
-  if (tr) tr->rows_f32(tag + "attn", o.data(), {n, Hq * D});
-  if (cfg_.attn_use_output_gate) {
-    std::vector<float> g(static_cast<size_t>(n * Hq * D));
-    cpu::matmul(g.data(), x, L.o_gate.data(), n, hid, Hq * D);
-    cpu::mul_sigmoid(o.data(), g.data(), n * Hq * D);
-  }
-  cpu::matmul(out, o.data(), L.o.data(), n, Hq * D, hid);
+    // F64, or data not aligned for its dtype (safetensors does not pad): an aligned fp32 copy.
+    widened_.push_back(ckpt_->read_f32(s.name));
+    return host_view(s, DType::F32, widened_.back().data());
+  });
 }
 
-void Model::lightning_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                            const CallSpec& call, Trace* tr, const std::string& tag) const {
-  const int64_t hid = cfg_.hidden_size, H = cfg_.lightning_heads(), Hkv = cfg_.lightning_kv_heads(),
-                D = cfg_.lightning_dim();
-  const float eps = float(cfg_.rms_norm_eps);
-  auto [q, k, v] = project_qkv(x, n, L, H, Hkv, D, cfg_.qk_norm, cfg_.lightning_use_rope ? &rope_lightning_ : nullptr,
-                               pos0, call.end(), tr, tag);
-  std::vector<float> o(q.size());
-  if (Hkv != H) {  // GQA lightning: each query head reads its group's k, v
-    const int64_t group = H / Hkv;
-    std::vector<float> ke(static_cast<size_t>(n * H * D)), ve(static_cast<size_t>(n * H * D));
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t d = 0; d < D; ++d) {
-          ke[size_t((t * H + h) * D + d)] = k[size_t((t * Hkv + h / group) * D + d)];
-          ve[size_t((t * H + h) * D + d)] = v[size_t((t * Hkv + h / group) * D + d)];
-        }
-    k.swap(ke);
-    v.swap(ve);
-  }
-  const float scale = float(cfg_.lightning_q_scale());
-  if (n == 1)
-    cpu::lightning_recurrent(o.data(), q.data(), k.data(), v.data(), C.state.data(), log_decay_.data(), scale, n, H, D);
-  else
-    cpu::lightning_chunked(o.data(), q.data(), k.data(), v.data(), C.state.data(), log_decay_.data(), scale, n, H, D, 64);
-  if (tr) {
-    tr->rows_f32(tag + "attn", o.data(), {n, H * D});
-    tr->set_f32(tag + "lightning.state", C.state.data(), {H, D, D});
-  }
-  if (cfg_.use_output_norm) cpu::rmsnorm(o.data(), o.data(), L.o_norm.data(), n, H * D, eps);  // one norm, all heads
-  if (cfg_.use_output_gate) {
-    std::vector<float> z(static_cast<size_t>(n * H * D));
-    cpu::matmul(z.data(), x, L.z.data(), n, hid, H * D);
-    cpu::mul_sigmoid(o.data(), z.data(), n * H * D);
-  }
-  cpu::matmul(out, o.data(), L.o.data(), n, H * D, hid);
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+const Weights& Model::weights() const {
+  if (!host_) host_ = std::make_unique<Weights>(load_weights(cfg_, *ckpt_));
+  return *host_;
 }
 
-void Model::forward(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call, std::vector<float>* logits,
-                    bool all_rows, Trace* tr) const {
-  const int64_t n = int64_t(ids.size()), pos0 = st.pos;
-  if (n == 0) fail("forward: empty input (no tokens)");
-  if (st.poisoned) fail("forward: this sequence's state is inconsistent after a failed call; reset it first");
-  if (!st.matches(cfg_)) fail("forward: the sequence state was created for a different model config");
-  if (pos0 < call.pos0 || pos0 + n > call.end())
-    fail("forward: tokens at positions [{}, {}) lie outside their call [{}, {})", pos0, pos0 + n, call.pos0, call.end());
-  if (pos0 + n > st.max_len)
-    fail("context limit exceeded: {} cached + {} new tokens > {} (max_position_embeddings {}; raise the limit with "
-         "--context)", pos0, n, st.max_len, cfg_.max_position_embeddings);
-  check_ids(ids);
-  // From here on the caches are being written: a failure leaves them out of line with pos, so the state is marked.
-  try {
-    run_layers(ids, st, call, logits, all_rows, tr);
-  } catch (...) {
-    st.poisoned = true;
-    throw;
+void Model::upload(const std::function<HostTensor(const TensorSpec&)>& source) {
+  const int64_t maxp = cfg_.max_position_embeddings;
+  rope_dense_ = make_rope_tables(cfg_.rope, cfg_.dense_head_dim(), maxp);
+  if (cfg_.is_sala()) {
+    rope_sparse_ = make_rope_tables(cfg_.rope, cfg_.sparse_head_dim(), maxp);
+    rope_lightning_ = make_rope_tables(cfg_.rope, cfg_.lightning_dim(), maxp);
+    for (double s : alibi_slopes(cfg_.lightning_heads())) log_decay_.push_back(float(-s));
   }
+  // Group the tensor table into the matrices the forward uses; the fused ones list their parts in column order.
+  std::vector<HostTensor> parts;
+  layers_.assign(size_t(cfg_.num_hidden_layers), LayerHandles{});
+  std::vector<std::vector<HostTensor>> qkv(layers_.size()), gu(layers_.size());
+  std::vector<HostTensor> extra_qkv(layers_.size());  // o_gate / z: after q, k, v
+  for (const TensorSpec& s : tensor_specs(cfg_)) {
+    const HostTensor t = source(s);
+    if (s.layer < 0) {
+      if (s.role == TensorRole::Embed) embed_ = be_->add_matrix(std::span(&t, 1));
+      else if (s.role == TensorRole::LmHead) lm_head_ = be_->add_matrix(std::span(&t, 1));
+      else if (s.role == TensorRole::FinalNorm) final_norm_ = be_->add_vector(t);
+      continue;
+    }
+    LayerHandles& L = layers_[size_t(s.layer)];
+    L.kind = cfg_.layer_kinds[size_t(s.layer)];
+    switch (s.role) {
+      case TensorRole::InNorm: L.in_norm = be_->add_vector(t); break;
+      case TensorRole::PostNorm: L.post_norm = be_->add_vector(t); break;
+      case TensorRole::QNorm: L.q_norm = be_->add_vector(t); break;
+      case TensorRole::KNorm: L.k_norm = be_->add_vector(t); break;
+      case TensorRole::ONorm: L.o_norm = be_->add_vector(t); break;
+      case TensorRole::Q: case TensorRole::K: case TensorRole::V: qkv[size_t(s.layer)].push_back(t); break;
+      case TensorRole::OGate: case TensorRole::Z: extra_qkv[size_t(s.layer)] = t; break;
+      case TensorRole::O: L.o = be_->add_matrix(std::span(&t, 1)); break;
+      case TensorRole::Gate: case TensorRole::Up: gu[size_t(s.layer)].push_back(t); break;
+      case TensorRole::Down: L.down = be_->add_matrix(std::span(&t, 1)); break;
+      default: SALA_CHECK(false);
+    }
+  }
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    auto& q = qkv[l];
+    SALA_CHECK(q.size() == 3 && gu[l].size() == 2);
+    if (extra_qkv[l].data) q.push_back(extra_qkv[l]);
+    layers_[l].qkv = be_->add_matrix(q);
+    layers_[l].gate_up = be_->add_matrix(gu[l]);
+  }
+  if (!lm_head_) lm_head_ = embed_;  // tied
+  be_->finish_weights();
+  CachePlan plan;
+  plan.max_seqs = 1;
+  plan.max_tokens = cfg_.max_position_embeddings;
+  plan.max_step_rows = kDefaultChunk;
+  be_->plan_cache(cfg_, plan);
+}
+
+SequenceState Model::new_state(int64_t max_len) const {
+  const int64_t n = max_len > 0 ? max_len : cfg_.max_position_embeddings;
+  return SequenceState(be_, be_->acquire_slot(n), n);
+}
+
+SequenceState Model::clone_state(const SequenceState& st) const {
+  if (st.backend() != be_.get() || !st.valid()) fail("clone: the sequence state was created for a different model");
+  SequenceState c = new_state(st.max_len);
+  be_->copy_slot(c.slot(), st.slot());
+  c.pos = st.pos;
+  c.poisoned = st.poisoned;
+  c.call = st.call;
+  return c;
 }
 
 void Model::check_ids(std::span<const int32_t> ids) const {
@@ -210,84 +162,235 @@ void Model::check_ids(std::span<const int32_t> ids) const {
       fail("token id {} at input position {} is outside the vocabulary [0, {})", ids[t], t, V);
 }
 
-void Model::run_layers(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call,
-                       std::vector<float>* logits, bool all_rows, Trace* tr) const {
-  const int64_t n = int64_t(ids.size()), hid = cfg_.hidden_size, V = cfg_.vocab_size, pos0 = st.pos;
-  std::vector<float> h(static_cast<size_t>(n * hid)), xn(static_cast<size_t>(n * hid)), a(static_cast<size_t>(n * hid));
-  const float emb_scale = float(cfg_.scale_emb);
-  for (int64_t t = 0; t < n; ++t) {
-    const float* e = w_.embed.data() + int64_t(ids[size_t(t)]) * hid;
-    for (int64_t i = 0; i < hid; ++i) h[size_t(t * hid + i)] = e[i] * emb_scale;
-  }
-  if (tr) tr->rows_f32("embed", h.data(), {n, hid});
-  const float rs = float(cfg_.residual_scale()), eps = float(cfg_.rms_norm_eps);
-  const int64_t inter = cfg_.intermediate_size;
-  std::vector<float> g(static_cast<size_t>(n * inter)), u(static_cast<size_t>(n * inter));
+void Model::begin_call(SequenceState& st, int64_t len) const {
+  if (st.poisoned) fail("forward: this sequence's state is inconsistent after a failed call; reset it first");
+  if (st.backend() != be_.get() || !st.valid())
+    fail("forward: the sequence state was created for a different model config");
+  if (len <= 0) fail("forward: empty input (no tokens)");
+  if (st.pos + len > st.max_len)
+    fail("prompt of {} tokens (+{} cached) exceeds the context limit of {} tokens", len, st.pos, st.max_len);
+  st.call = CallSpec{st.pos, len};
+}
 
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    const LayerWeights& L = w_.layers[size_t(l)];
-    LayerCache& C = st.layers[size_t(l)];
-    const std::string tag = tr ? layer_tag(l) : std::string();
-    cpu::rmsnorm(xn.data(), h.data(), L.in_norm.data(), n, hid, eps);
-    if (tr) tr->rows_f32(tag + "attn_norm", xn.data(), {n, hid});
-    switch (L.kind) {
-      case LayerKind::Sparse: sparse_mixer(a.data(), xn.data(), n, L, C, pos0, call, tr, tag); break;
-      case LayerKind::Lightning: lightning_mixer(a.data(), xn.data(), n, L, C, pos0, call, tr, tag); break;
-      case LayerKind::Dense: dense_mixer(a.data(), xn.data(), n, L, C, pos0, call, tr, tag); break;
-    }
-    if (tr) tr->rows_f32(tag + "mixer_out", a.data(), {n, hid});
-    cpu::axpy(h.data(), a.data(), rs, n * hid);
-    cpu::rmsnorm(xn.data(), h.data(), L.post_norm.data(), n, hid, eps);
-    cpu::matmul(g.data(), xn.data(), L.gate.data(), n, hid, inter);
-    cpu::matmul(u.data(), xn.data(), L.up.data(), n, hid, inter);
-    cpu::silu_mul(g.data(), g.data(), u.data(), n * inter);  // F.silu(gate(x)) * up(x)
-    cpu::matmul(a.data(), g.data(), L.down.data(), n, inter, hid);
-    if (tr) tr->rows_f32(tag + "mlp_out", a.data(), {n, hid});
-    cpu::axpy(h.data(), a.data(), rs, n * hid);
-    if (tr) tr->rows_f32(tag + "out", h.data(), {n, hid});
-  }
-  st.pos += n;
-
-  if (!logits) return;
-  const int64_t first = all_rows ? 0 : n - 1, rows = n - first;
-  std::vector<float> f(static_cast<size_t>(rows * hid));
-  cpu::rmsnorm(f.data(), h.data() + first * hid, w_.final_norm.data(), rows, hid, eps);
-  // lm_head(h / (hidden / dim_model_base)): a division, as the reference writes it.
-  if (cfg_.mup) {
-    const float div = float(double(hid) / cfg_.dim_model_base);
-    for (auto& x : f) x /= div;
-  }
-  if (tr) tr->rows_f32("final_norm", f.data(), {rows, hid});
-  logits->resize(size_t(rows * V));
-  cpu::matmul(logits->data(), f.data(), w_.head(), rows, hid, V);
-  if (tr) tr->rows_f32("logits", logits->data(), {rows, V});
+void Model::check_item(const Item& it) const {
+  SALA_CHECK(it.st != nullptr);
+  const SequenceState& st = *it.st;
+  const int64_t n = int64_t(it.ids.size()), pos0 = st.pos;
+  if (n == 0) fail("forward: empty input (no tokens)");
+  if (st.poisoned) fail("forward: this sequence's state is inconsistent after a failed call; reset it first");
+  if (st.backend() != be_.get() || !st.valid())
+    fail("forward: the sequence state was created for a different model config");
+  if (st.call.len == 0) fail("forward: no call is open for this sequence (Model::begin_call)");
+  if (pos0 < st.call.pos0 || pos0 + n > st.call.end())
+    fail("forward: tokens at positions [{}, {}) lie outside their call [{}, {})", pos0, pos0 + n, st.call.pos0,
+         st.call.end());
+  if (pos0 + n > st.max_len)
+    fail("context limit exceeded: {} cached + {} new tokens > {} (max_position_embeddings {}; raise the limit with "
+         "--context)", pos0, n, st.max_len, cfg_.max_position_embeddings);
+  check_ids(it.ids);
 }
 
 std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& st, int64_t chunk, Trace* tr,
                                   bool all_rows, const std::function<void(int64_t, int64_t)>& progress) const {
   const int64_t n = int64_t(ids.size());
   if (n == 0) fail("prefill: empty prompt");
-  if (st.pos + n > st.max_len)
+  if (st.backend() == be_.get() && st.pos + n > st.max_len)
     fail("prompt of {} tokens (+{} cached) exceeds the context limit of {} tokens", n, st.pos, st.max_len);
   check_ids(ids);  // the whole prompt before its first chunk touches the state
-  const CallSpec call{st.pos, n};
-  if (chunk <= 0) chunk = n;
+  begin_call(st, n);
+  if (chunk <= 0) chunk = kDefaultChunk;
   std::vector<float> out, part;
   for (int64_t c0 = 0; c0 < n; c0 += chunk) {
     const int64_t m = std::min(chunk, n - c0);
     const bool last = c0 + m == n;
-    forward(ids.subspan(size_t(c0), size_t(m)), st, call, (all_rows || last) ? &part : nullptr, all_rows, tr);
+    const Item it{&st, ids.subspan(size_t(c0), size_t(m)), all_rows, (all_rows || last) ? &part : nullptr};
+    step(std::span(&it, 1), tr);
     if (all_rows || last) out.insert(out.end(), part.begin(), part.end());
     if (progress) progress(c0 + m, n);
   }
+  end_call(st);
   return out;
 }
 
 std::vector<float> Model::decode(int32_t id, SequenceState& st, Trace* tr) const {
   std::vector<float> out;
   const int32_t ids[1] = {id};
-  forward(ids, st, CallSpec{st.pos, 1}, &out, false, tr);
+  begin_call(st, 1);
+  const Item it{&st, ids, false, &out};
+  step(std::span(&it, 1), tr);
+  end_call(st);
   return out;
+}
+
+void Model::step(std::span<const Item> items, Trace* tr) const {
+  if (items.empty()) return;
+  if (tr && items.size() != 1) fail("forward: a trace covers one sequence per step");
+  for (const Item& it : items) check_item(it);
+  for (size_t i = 0; i < items.size(); ++i)
+    for (size_t j = i + 1; j < items.size(); ++j)
+      if (items[i].st == items[j].st) fail("forward: a sequence appears twice in one step");
+  Step step;
+  for (const Item& it : items) {
+    const SequenceState& st = *it.st;
+    StepSeq s;
+    s.slot = st.slot();
+    s.row0 = step.rows();
+    s.n = int64_t(it.ids.size());
+    s.pos0 = st.pos;
+    s.call_pos0 = st.call.pos0;
+    s.call_len = st.call.len;
+    // §4.9 item 4: the mode is that of the whole call (prompt), decided by its last position.
+    s.sparse = cfg_.is_sala() && st.call.end() >= cfg_.sparse.dense_len;
+    s.fresh = st.pos == 0;
+    for (int64_t t = 0; t < s.n; ++t) {
+      step.tokens.push_back(it.ids[size_t(t)]);
+      step.pos.push_back(int32_t(st.pos + t));
+      step.row_seq.push_back(int32_t(step.seqs.size()));
+    }
+    step.seqs.push_back(s);
+  }
+  // From here on the caches are being written: a failure leaves them out of line with pos, so the states are marked.
+  try {
+    run_step(step, items, tr);
+  } catch (...) {
+    for (const Item& it : items) it.st->poisoned = true;
+    throw;
+  }
+  for (const Item& it : items) it.st->pos += int64_t(it.ids.size());
+}
+
+void Model::mixer(int l, const LayerHandles& L, const Act& xn, Act out, const Step& step, Trace* tr) const {
+  const int64_t N = step.rows();
+  const std::string tag = tr ? layer_tag(l) : std::string();
+  const float eps = float(cfg_.rms_norm_eps);
+  int64_t Hq, Hkv, D;
+  if (L.kind == LayerKind::Sparse) Hq = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.sparse_head_dim();
+  else if (L.kind == LayerKind::Lightning) Hq = cfg_.lightning_heads(), Hkv = cfg_.lightning_kv_heads(), D = cfg_.lightning_dim();
+  else Hq = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.dense_head_dim();
+  const int64_t q_off = 0, k_off = Hq * D, v_off = k_off + Hkv * D, g_off = v_off + Hkv * D;
+
+  Act qkv = be_->scratch(kQkv, N, L.qkv.out);
+  Act o = be_->scratch(kO, N, Hq * D);
+  be_->linear(qkv, xn, L.qkv);
+  const RopeTables* rope = nullptr;
+  if (L.kind == LayerKind::Lightning && cfg_.lightning_use_rope) rope = &rope_lightning_;
+  if (L.kind == LayerKind::Sparse && cfg_.attn_use_rope) rope = &rope_sparse_;
+  if (L.kind == LayerKind::Dense) rope = &rope_dense_;
+  const bool norm = L.kind == LayerKind::Lightning && cfg_.qk_norm;  // per head, one weight shared by all heads
+  if (norm || rope) be_->qk_norm_rope(qkv, q_off, Hq, k_off, Hkv, D, norm ? L.q_norm : Vec{}, norm ? L.k_norm : Vec{},
+                                      eps, rope);
+  std::vector<float> buf;
+  auto trace_act = [&](const std::string& name, const Act& a, std::vector<int64_t> shape) {
+    be_->read(buf, a);
+    tr->rows_f32(tag + name, buf.data(), std::move(shape));
+  };
+  if (tr) {
+    trace_act("q", qkv.cols_view(q_off, Hq * D), {N, Hq, D});
+    trace_act("k", qkv.cols_view(k_off, Hkv * D), {N, Hkv, D});
+    trace_act("v", qkv.cols_view(v_off, Hkv * D), {N, Hkv, D});
+  }
+
+  if (L.kind == LayerKind::Lightning) {
+    be_->lightning(o, qkv, q_off, k_off, v_off, l, log_decay_.data(), float(cfg_.lightning_q_scale()), Hq, Hkv, D);
+    if (tr) {
+      trace_act("attn", o, {N, Hq * D});
+      be_->read_state(buf, l, step.seqs[0].slot);
+      tr->set_f32(tag + "lightning.state", buf.data(), {Hq, D, D});
+    }
+    if (cfg_.use_output_norm) be_->rmsnorm_rows(o, L.o_norm, eps);  // one norm over all heads
+    if (cfg_.use_output_gate) be_->mul_sigmoid(o, qkv.cols_view(g_off, Hq * D));
+  } else {
+    const bool sparse_layer = L.kind == LayerKind::Sparse;
+    be_->kv_append(l, qkv, k_off, v_off, sparse_layer);
+    const SparseConfig& sc = cfg_.sparse;
+    const float scale = float(1.0 / std::sqrt(double(D)));
+    if (sparse_layer && step.any_sparse()) {
+      Backend::SelectParams p;
+      p.block = sc.block_size;
+      p.stride = sc.kernel_stride;
+      p.topk_total = sc.total_topk();
+      p.local_blocks = sc.local_blocks();
+      p.init_blocks = sc.init_blocks;
+      p.scale = scale;
+      be_->select(l, qkv, q_off, Hq, p);
+      if (tr) {
+        std::vector<int32_t> idx;
+        be_->read_selection(idx);
+        tr->rows_i32(tag + "sparse.topk_idx", idx.data(), {N, Hkv, p.topk_total});
+      }
+    }
+    be_->attention(o, qkv, q_off, Hq, l, scale, sc.block_size);
+    if (tr) trace_act("attn", o, {N, Hq * D});
+    if (sparse_layer && cfg_.attn_use_output_gate) be_->mul_sigmoid(o, qkv.cols_view(g_off, Hq * D));
+  }
+  be_->linear(out, o, L.o);
+}
+
+void Model::run_step(const Step& step, std::span<const Item> items, Trace* tr) const {
+  const int64_t N = step.rows(), hid = cfg_.hidden_size, inter = cfg_.intermediate_size;
+  const float rs = float(cfg_.residual_scale()), eps = float(cfg_.rms_norm_eps);
+  be_->begin_step(step);
+  Act h = be_->scratch(kH, N, hid, /*f32=*/true);
+  Act xn = be_->scratch(kXn, N, hid);
+  Act a = be_->scratch(kA, N, hid);
+  Act gu = be_->scratch(kGu, N, 2 * inter);
+  Act m = be_->scratch(kM, N, inter);
+  std::vector<float> buf;
+  auto trace_act = [&](const std::string& name, const Act& x, std::vector<int64_t> shape) {
+    be_->read(buf, x);
+    tr->rows_f32(name, buf.data(), std::move(shape));
+  };
+
+  be_->embed(h, embed_, float(cfg_.scale_emb));
+  if (tr) trace_act("embed", h, {N, hid});
+  for (int l = 0; l < int(layers_.size()); ++l) {
+    const LayerHandles& L = layers_[size_t(l)];
+    const std::string tag = tr ? layer_tag(l) : std::string();
+    // The previous layer's MLP output joins the residual inside this norm (one pass over h), unless traced.
+    const bool pending = l > 0 && !tr;
+    be_->add_rmsnorm(h, pending ? &a : nullptr, rs, &xn, L.in_norm, eps, 1.0f);
+    if (tr) trace_act(tag + "attn_norm", xn, {N, hid});
+    mixer(l, L, xn, a, step, tr);
+    if (tr) trace_act(tag + "mixer_out", a, {N, hid});
+    be_->add_rmsnorm(h, &a, rs, &xn, L.post_norm, eps, 1.0f);
+    be_->linear(gu, xn, L.gate_up);
+    be_->silu_mul(m, gu);  // F.silu(gate(x)) * up(x)
+    be_->linear(a, m, L.down);
+    if (tr) {
+      trace_act(tag + "mlp_out", a, {N, hid});
+      be_->add_rmsnorm(h, &a, rs, nullptr, L.in_norm, eps, 1.0f);
+      trace_act(tag + "out", h, {N, hid});
+    }
+  }
+  if (!tr && !layers_.empty()) be_->add_rmsnorm(h, &a, rs, nullptr, layers_.back().in_norm, eps, 1.0f);
+
+  // Logits on the requested rows only.
+  std::vector<int32_t> rows;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!items[i].logits) continue;
+    const StepSeq& s = step.seqs[i];
+    for (int64_t r = items[i].all_rows ? 0 : s.n - 1; r < s.n; ++r) rows.push_back(int32_t(s.row0 + r));
+  }
+  if (rows.empty()) return;
+  const int64_t R = int64_t(rows.size()), V = cfg_.vocab_size;
+  Act hl = be_->scratch(kHLast, R, hid, /*f32=*/true);
+  Act f = be_->scratch(kFinal, R, hid);
+  be_->gather_rows(hl, h, rows);
+  // lm_head(h / (hidden / dim_model_base)): a division, as the reference writes it.
+  const float div = cfg_.mup ? float(double(hid) / cfg_.dim_model_base) : 1.0f;
+  be_->add_rmsnorm(hl, nullptr, 0, &f, final_norm_, eps, div);
+  if (tr) trace_act("final_norm", f, {R, hid});
+  Act lg = be_->scratch(kLogits, R, V, /*f32=*/true);
+  be_->linear(lg, f, lm_head_);
+  be_->read(buf, lg);
+  if (tr) tr->rows_f32("logits", buf.data(), {R, V});
+  int64_t at = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!items[i].logits) continue;
+    const int64_t n = items[i].all_rows ? step.seqs[i].n : 1;
+    items[i].logits->assign(buf.begin() + at * V, buf.begin() + (at + n) * V);
+    at += n;
+  }
 }
 
 }  // namespace sala

@@ -1,14 +1,19 @@
-// Model: the forward pass of every layer kind sala runs, written once; backends provide the ops.
-// One call = a prompt (prefill, possibly split into chunks) or one decode token. Semantics that depend on the call
-// (InfLLM-V2's dense/sparse switch and stage-1 visibility, §4.9 items 1 and 4) take the whole call, so the result of a
-// prompt does not depend on its chunking.
+// Model: the forward pass of every layer kind sala runs, written once over the Backend ops (backend/backend.h).
+// The model layer owns the layer loop, the constants (muP scales, eps, decays) and the per-call rules of the reference
+// (InfLLM-V2's dense/sparse switch and stage-1 visibility, §4.9 items 1 and 4), and describes each engine step as a
+// Step of several sequences; the backend owns the weights, the caches and the arithmetic.
+// One call = a prompt (prefill, run in chunks) or one decode token; the call is held by the SequenceState, so the
+// result of a prompt does not depend on its chunking.
+// A Model is not safe for concurrent use: its steps share the backend's scratch (run steps from one thread).
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "sala/backend/backend.h"
 #include "sala/model/cache.h"
 #include "sala/model/config.h"
 #include "sala/model/rope.h"
@@ -16,63 +21,85 @@
 #include "sala/model/weights.h"
 
 namespace sala {
+namespace io {
+class Checkpoint;
+}
 
 // ALiBi slope schedule for n heads (power of two: start^(h+1), start = 2^(-2^-(log2 n - 3)); otherwise the standard
 // interleave). Lightning decay per token is exp(-slope_h); slopes are not scaled by layer (§3.2).
 std::vector<double> alibi_slopes(int64_t n);
 
-struct CallSpec {
-  int64_t pos0 = 0;  // position of the call's first token
-  int64_t len = 0;   // tokens in the whole call
-  int64_t end() const { return pos0 + len; }
-};
-
 struct LoadOptions {
   bool check_finite = false;  // scan every weight for NaN/Inf (check_weights_finite) before using it
+  Device device = Device::CPU;
 };
 
 class Model {
  public:
-  Model(ModelConfig c, Weights w);
+  // Prompts run in chunks of this many tokens unless a chunk is given: activations stay bounded whatever the prompt.
+  static constexpr int64_t kDefaultChunk = 2048;
+
+  Model(ModelConfig c, Weights w, Device device = Device::CPU);
   static Model load(const std::string& dir, const LoadOptions& opt = {});  // config.json + safetensors, validated
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
 
   const ModelConfig& config() const { return cfg_; }
-  const Weights& weights() const { return w_; }
-  SequenceState new_state(int64_t max_len = 0) const { return SequenceState::create(cfg_, max_len); }
+  // fp32 host copies of the weights (for tests and tools; built on first use when the model was loaded from a file).
+  const Weights& weights() const;
+  Backend& backend() const { return *be_; }
+  Device device() const { return be_->device(); }
 
-  // Runs ids at positions st.pos.. as part of `call`, appending to st. logits (if given) receives (rows, vocab): every
-  // row when all_rows, else the last row only.
-  void forward(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call, std::vector<float>* logits,
-               bool all_rows, Trace* trace = nullptr) const;
+  // A sequence with its own cache slot; max_len 0 = max_position_embeddings.
+  SequenceState new_state(int64_t max_len = 0) const;
+  // A second sequence whose cache is a copy of st's (a snapshot to continue from, or a fork).
+  SequenceState clone_state(const SequenceState& st) const;
 
-  // A whole prompt in chunks of `chunk` tokens (0 = one chunk). Returns the logits of the last token (or of every
-  // token when all_rows).
-  // progress (if set) is called after each chunk with (tokens done, total).
+  // A whole prompt in chunks of `chunk` tokens (0 = kDefaultChunk). Returns the logits of the last token (or of every
+  // token when all_rows). progress (if set) is called after each chunk with (tokens done, total).
   std::vector<float> prefill(std::span<const int32_t> ids, SequenceState& st, int64_t chunk = 0,
                              Trace* trace = nullptr, bool all_rows = false,
                              const std::function<void(int64_t, int64_t)>& progress = {}) const;
   std::vector<float> decode(int32_t id, SequenceState& st, Trace* trace = nullptr) const;
 
- private:
-  struct Qkv {
-    std::vector<float> q, k, v;  // (n, Hq, D), (n, Hkv, D), (n, Hkv, D)
+  // One engine step over several sequences: each item's rows continue its state's open call (begin_call), e.g. a
+  // prefill chunk of one sequence beside single decode tokens of others. logits (if set) receives (rows, vocab): every
+  // row of the item when all_rows, else its last row. A trace is only taken for a step of one sequence.
+  struct Item {
+    SequenceState* st = nullptr;
+    std::span<const int32_t> ids;
+    bool all_rows = false;
+    std::vector<float>* logits = nullptr;
   };
-  // q, k, v projections; per-head RMSNorm of q and k when `norm`; RoPE when given; traced as L{l}.q/k/v.
-  Qkv project_qkv(const float* x, int64_t n, const LayerWeights& L, int64_t Hq, int64_t Hkv, int64_t D, bool norm,
-                  const Rope* rope, int64_t pos0, int64_t seq_len, Trace* tr, const std::string& tag) const;
+  void step(std::span<const Item> items, Trace* trace = nullptr) const;
+  // Opens a call of `len` tokens at the state's position (checks the context limit); end_call closes it.
+  void begin_call(SequenceState& st, int64_t len) const;
+  static void end_call(SequenceState& st) { st.call = {}; }
+
+ private:
+  struct LayerHandles {
+    LayerKind kind;
+    Vec in_norm, post_norm, q_norm, k_norm, o_norm;
+    Mat qkv;  // q | k | v (| o_gate for sparse, | z for lightning)
+    Mat o, gate_up, down;
+  };
+  Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device);
+  void upload(const std::function<HostTensor(const TensorSpec&)>& source);
   void check_ids(std::span<const int32_t> ids) const;
-  void run_layers(std::span<const int32_t> ids, SequenceState& st, const CallSpec& call, std::vector<float>* logits,
-                  bool all_rows, Trace* tr) const;
-  void sparse_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                    const CallSpec& call, Trace* tr, const std::string& tag) const;
-  void lightning_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                       const CallSpec& call, Trace* tr, const std::string& tag) const;
-  void dense_mixer(float* out, const float* x, int64_t n, const LayerWeights& L, LayerCache& C, int64_t pos0,
-                   const CallSpec& call, Trace* tr, const std::string& tag) const;
+  void check_item(const Item& it) const;
+  void run_step(const Step& step, std::span<const Item> items, Trace* tr) const;
+  void mixer(int l, const LayerHandles& L, const Act& xn, Act out, const Step& step, Trace* tr) const;
 
   ModelConfig cfg_;
-  Weights w_;
-  Rope rope_dense_, rope_sparse_, rope_lightning_;
+  std::shared_ptr<Backend> be_;
+  std::unique_ptr<io::Checkpoint> ckpt_;      // the mapped checkpoint the CPU backend reads weights from
+  mutable std::unique_ptr<Weights> host_;     // fp32 weights the model was built from (or materialized)
+  std::vector<std::vector<float>> widened_;   // F64 tensors widened to fp32 at load (the backends take F32/BF16/F16)
+  Mat embed_, lm_head_;
+  Vec final_norm_;
+  std::vector<LayerHandles> layers_;
+  RopeTables rope_dense_, rope_sparse_, rope_lightning_;
   std::vector<float> log_decay_;  // (H): -slope_h
 };
 

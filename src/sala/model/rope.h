@@ -5,27 +5,15 @@
 // s = max_position_embeddings / original. The factors are the long ones once the sequence (the call's last position
 // + 1) exceeds the original context, or always when max_position_embeddings does: HF rebuilds its cos/sin cache with
 // the long factors when it first sees such a length (the scale stays the one computed at construction).
+// The backends apply the tables (backend/cpu/rope.h and the CUDA qk_norm_rope kernel).
 #pragma once
 #include <cstdint>
-#include <vector>
 
+#include "sala/backend/backend.h"
 #include "sala/model/config.h"
 
 namespace sala {
 
-class Rope {
- public:
-  Rope() = default;
-  Rope(const RopeConfig& rc, int64_t dim, int64_t max_position_embeddings);
-  // x: (T, H, dim) rows at positions pos0 .. pos0+T-1, rotated in place; seq_len selects LongRoPE's factors.
-  void apply(float* x, int64_t T, int64_t H, int64_t pos0, int64_t seq_len = 0) const;
-  int64_t dim() const { return dim_; }
-
- private:
-  int64_t dim_ = 0;
-  std::vector<float> inv_freq_, inv_ext_short_, inv_ext_long_;  // inv_ext_* empty for plain RoPE
-  int64_t long_from_ = 0;  // seq_len above which the long factors apply
-  float mscale_ = 1.0f;
-};
+RopeTables make_rope_tables(const RopeConfig& rc, int64_t dim, int64_t max_position_embeddings);
 
 }  // namespace sala

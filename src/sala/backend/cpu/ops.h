@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "sala/core/dtype.h"
+
 namespace sala::cpu {
 
 // Multiply-adds below which an op runs on one thread: a parallel region costs microseconds, and on a loaded machine
@@ -11,6 +13,10 @@ inline constexpr int64_t kParallelWork = int64_t(1) << 20;
 
 // y: (T, out) = x: (T, in) · w^T, w: (out, in). y must not alias x.
 void matmul(float* y, const float* x, const float* w, int64_t T, int64_t in, int64_t out);
+// The same with row strides and weights in their stored dtype (F32, BF16, F16; widened in registers, so bitwise equal
+// to matmul on fp32 copies of the same values).
+void matmul_w(float* y, int64_t ldy, const float* x, int64_t ldx, const void* w, DType wt, int64_t T, int64_t in,
+              int64_t out);
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, per row of n; y may alias x. Variance accumulated in double.
 void rmsnorm(float* y, const float* x, const float* w, int64_t rows, int64_t n, float eps);
 // out = silu(gate) * up

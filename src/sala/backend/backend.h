@@ -1,0 +1,174 @@
+// Backend: the ops the one forward pass (model/model.cpp) is written against. The model layer keeps the layer loop,
+// the constants and the per-call rules of the reference (§4.9) and describes each engine step as a Step; a backend
+// owns the weights it was given, the activation storage, the cache of every sequence (KV, compressed keys, Lightning
+// state) and the math. The CPU backend is the exact fp32 oracle; the CUDA backend computes in bf16 with fp32
+// accumulation and fp32 Lightning state (docs/engine.md).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sala/core/dtype.h"
+
+namespace sala {
+
+enum class Device : uint8_t { CPU, CUDA };
+const char* device_name(Device d);  // "cpu", "cuda"
+
+// A 2-D activation view (rows, cols) with row stride ld, in the backend's memory (host for CPU, device for CUDA).
+// Views own nothing; cols_view selects a column range (a q|k|v|gate projection read in place).
+struct Act {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0, ld = 0;
+  Act cols_view(int64_t c0, int64_t n) const {
+    Act a = *this;
+    a.data = static_cast<char*>(data) + size_t(c0) * dtype_size(dtype);
+    a.cols = n;
+    return a;
+  }
+  Act rows_view(int64_t r0, int64_t n) const {
+    Act a = *this;
+    a.data = static_cast<char*>(data) + size_t(r0 * ld) * dtype_size(dtype);
+    a.rows = n;
+    return a;
+  }
+};
+
+// A stored tensor on the host (a view into a mapped checkpoint or into fp32 vectors), handed to the backend at load.
+struct HostTensor {
+  std::string name;
+  DType dtype = DType::F32;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;  // a vector has rows = 1
+};
+
+// Handles to weights the backend holds. A matrix is (out, in) as in torch.nn.Linear (y = x w^T); a fused matrix is its
+// parts stacked along out (q|k|v|gate, gate|up): the CPU backend keeps the parts apart (one matmul each, so the
+// results are bitwise those of separate projections), the CUDA backend stores one fused matrix.
+struct Mat {
+  int id = -1;
+  int64_t out = 0, in = 0;
+  explicit operator bool() const { return id >= 0; }
+};
+struct Vec {
+  int id = -1;
+  int64_t n = 0;
+  explicit operator bool() const { return id >= 0; }
+};
+
+// One sequence of an engine step: rows [row0, row0 + n) of the step, at positions pos0 .. pos0 + n - 1, part of the
+// call [call_pos0, call_pos0 + call_len) that the sequence state holds (§4.9: stage-1 visibility and the dense/sparse
+// switch are decided per call).
+struct StepSeq {
+  int slot = -1;  // cache slot of the sequence
+  int64_t row0 = 0, n = 0, pos0 = 0;
+  int64_t call_pos0 = 0, call_len = 0;
+  bool sparse = false;  // InfLLM-V2 block selection (call end >= dense_len)
+  bool fresh = false;   // the sequence's Lightning state starts at zero (pos0 == 0)
+};
+
+struct Step {
+  std::vector<int32_t> tokens;  // (N)
+  std::vector<int32_t> pos;     // (N) absolute positions
+  std::vector<int32_t> row_seq; // (N) index into seqs
+  std::vector<StepSeq> seqs;
+  int64_t rows() const { return int64_t(tokens.size()); }
+  bool any_sparse() const {
+    for (const auto& s : seqs)
+      if (s.sparse) return true;
+    return false;
+  }
+};
+
+// What the cache of a backend is sized for (planned before anything is allocated).
+struct CachePlan {
+  int64_t max_seqs = 1;        // sequences held at once
+  int64_t max_tokens = 0;      // tokens of one sequence at most (its context limit)
+  int64_t total_tokens = 0;    // tokens of all sequences together at most (0 = max_seqs * max_tokens)
+  int64_t max_step_rows = 0;   // rows of one engine step at most (chunk size x sequences)
+};
+
+// RoPE tables of one head size (model/rope.h builds them from the config; the backends apply them): NeoX
+// rotate-half pairs (i, i + dim/2); angle_i = float(pos * inv_ext_i) * inv_freq_i in fp32 (inv_ext empty: pos *
+// inv_freq_i), cos/sin in double times mscale; LongRoPE takes the long factors when the call's end > long_from.
+struct RopeTables {
+  int64_t dim = 0;
+  std::vector<float> inv_freq, inv_ext_short, inv_ext_long;
+  int64_t long_from = 0;
+  float mscale = 1.0f;
+  const std::vector<float>& inv_ext(int64_t seq_len) const { return seq_len > long_from ? inv_ext_long : inv_ext_short; }
+};
+
+struct ModelConfig;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string describe() const = 0;  // e.g. "cpu (16 threads)", "cuda: NVIDIA H200 (139.8 GiB)"
+  virtual DType act_dtype() const = 0;       // F32 (CPU) or BF16 (CUDA)
+
+  // ---- weights (once, at load) ----
+  virtual Mat add_matrix(std::span<const HostTensor> parts) = 0;
+  virtual Vec add_vector(const HostTensor& t) = 0;
+  virtual void finish_weights() {}
+
+  // ---- storage ----
+  // Activations of one step: `count` buffers of (rows, cols) in the activation dtype (or F32 when f32), valid until
+  // the next call to begin_step. The model layer asks for all it needs at the start of a step.
+  virtual Act scratch(int id, int64_t rows, int64_t cols, bool f32 = false) = 0;
+  // The cache: plan() sizes it (throws naming bytes needed and available if it does not fit); acquire() gives a slot.
+  virtual void plan_cache(const ModelConfig& c, const CachePlan& p) = 0;
+  virtual int acquire_slot(int64_t max_tokens) = 0;
+  virtual void release_slot(int slot) = 0;
+  virtual void reset_slot(int slot) = 0;
+  virtual void copy_slot(int dst, int src) = 0;  // dst's cache becomes a copy of src's (snapshots, forks)
+  virtual int64_t cached_tokens(int slot) const = 0;
+
+  // ---- one step ----
+  virtual void begin_step(const Step& s) = 0;  // uploads the step's rows and sequences (CUDA)
+  virtual void embed(Act h, Mat table, float scale) = 0;  // h (N, hidden) f32 <- table[tokens] * scale
+  // if a: h += a_scale * a. If out: out = rmsnorm(h) * w / post_div (the logits' muP division, 1 = none).
+  virtual void add_rmsnorm(Act h, const Act* a, float a_scale, Act* out, Vec w, float eps, float post_div) = 0;
+  virtual void linear(Act y, const Act& x, Mat w) = 0;  // y (rows, out) = x (rows, in) w^T
+  // Per-head RMSNorm of q and k (weights optional) then RoPE at each row's position (rope optional).
+  virtual void qk_norm_rope(Act x, int64_t q_off, int64_t Hq, int64_t k_off, int64_t Hkv, int64_t D, Vec q_norm,
+                            Vec k_norm, float eps, const RopeTables* rope) = 0;
+  virtual void silu_mul(Act out, const Act& gate_up) = 0;            // out = silu(gate) * up, gate_up = gate | up
+  virtual void mul_sigmoid(Act x, const Act& g) = 0;                 // x *= sigmoid(g)
+  virtual void rmsnorm_rows(Act x, Vec w, float eps) = 0;            // whole-row RMSNorm in place
+  // Lightning layer `layer` (index among all layers): o (N, H*D) from q, k, v columns of x.
+  virtual void lightning(Act o, const Act& x, int64_t q_off, int64_t k_off, int64_t v_off, int layer,
+                         const float* log_decay, float scale, int64_t H, int64_t Hkv, int64_t D) = 0;
+  // Attention layer `layer`: append the rows' k, v to the sequences' caches (and K1/K2 when `compressed`).
+  virtual void kv_append(int layer, const Act& x, int64_t k_off, int64_t v_off, bool compressed) = 0;
+  struct SelectParams {
+    int64_t block = 64, stride = 16, topk_total = 96, local_blocks = 32, init_blocks = 1;
+    float scale = 0;
+  };
+  // InfLLM-V2 block selection for the rows of sparse sequences: idx (N, Hkv, topk_total) int32 in backend memory.
+  virtual void select(int layer, const Act& x, int64_t q_off, int64_t Hq, const SelectParams& p) = 0;
+  // o = softmax attention of the rows' queries over their caches: causal for dense sequences, over the blocks chosen
+  // by the last select() for sparse ones.
+  virtual void attention(Act o, const Act& x, int64_t q_off, int64_t Hq, int layer, float scale, int64_t block) = 0;
+  // Rows of src gathered into dst (the rows that produce logits).
+  virtual void gather_rows(Act dst, const Act& src, std::span<const int32_t> rows) = 0;
+  // To the host as f32 (for logits and traces); idx: the last selection as int32 (N, Hkv, K).
+  virtual void read(std::vector<float>& out, const Act& a) = 0;
+  virtual void read_selection(std::vector<int32_t>& out) = 0;
+  // Lightning state of the first sequence of the step for `layer` (traces): (H, D, D) f32.
+  virtual void read_state(std::vector<float>& out, int layer, int slot) = 0;
+  virtual void synchronize() {}
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+// The CUDA backend lives in the sala_cuda library, which registers its factory (cuda::register_backend(), called by
+// the programs built with CUDA). nullptr with a reason when none is registered or no usable GPU is present.
+using BackendFactory = std::unique_ptr<Backend> (*)(std::string* why_not);
+void register_cuda_backend(BackendFactory f);
+std::unique_ptr<Backend> make_cuda_backend(std::string* why_not);
+
+}  // namespace sala

@@ -1,0 +1,145 @@
+// The engine step over several sequences (Model::step), on the CPU oracle: a batch of sequences of different lengths
+// and modes (dense prefill, sparse prefill, decode) gives every sequence bitwise the logits it gets alone; weights read
+// in their stored dtype (bf16 views into the mapped file) give bitwise the logits of fp32 copies of the same values.
+#include <gtest/gtest.h>
+
+#include "sala/model/model.h"
+#include "sala/model/presets.h"
+#include "test_util.h"
+
+using namespace sala;
+
+namespace {
+
+std::vector<int32_t> ids_of(int64_t n, uint64_t seed, int64_t vocab) {
+  Rng r(seed);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = int32_t(r.below(uint64_t(vocab)));
+  return v;
+}
+
+// A sequence's script: prompt chunks, then single decode tokens; alone() runs it on its own.
+struct Script {
+  std::vector<int32_t> prompt;
+  int64_t chunk;
+  std::vector<int32_t> decodes;
+};
+
+// The logits of every prompt chunk's last row and of every decode, run alone.
+std::vector<std::vector<float>> alone(const Model& m, const Script& s) {
+  std::vector<std::vector<float>> out;
+  SequenceState st = m.new_state();
+  m.begin_call(st, int64_t(s.prompt.size()));
+  for (size_t c0 = 0; c0 < s.prompt.size(); c0 += size_t(s.chunk)) {
+    const size_t n = std::min(size_t(s.chunk), s.prompt.size() - c0);
+    out.emplace_back();
+    const Model::Item it{&st, std::span(s.prompt).subspan(c0, n), false, &out.back()};
+    m.step(std::span(&it, 1));
+  }
+  Model::end_call(st);
+  for (int32_t id : s.decodes) out.push_back(m.decode(id, st));
+  return out;
+}
+
+// All scripts interleaved: each step carries the next chunk (or decode token) of every sequence that has one left.
+std::vector<std::vector<std::vector<float>>> together(const Model& m, const std::vector<Script>& scripts) {
+  const size_t S = scripts.size();
+  std::vector<SequenceState> st;
+  for (size_t i = 0; i < S; ++i) st.push_back(m.new_state());
+  std::vector<std::vector<std::vector<float>>> out(S);
+  std::vector<size_t> at(S, 0), dec(S, 0);
+  while (true) {
+    std::vector<Model::Item> items;
+    std::vector<std::vector<float>> logits(S);
+    std::vector<int> which;
+    std::vector<std::vector<int32_t>> one(S);
+    for (size_t i = 0; i < S; ++i) {
+      const Script& s = scripts[i];
+      if (at[i] < s.prompt.size()) {
+        if (at[i] == 0) m.begin_call(st[i], int64_t(s.prompt.size()));
+        const size_t n = std::min(size_t(s.chunk), s.prompt.size() - at[i]);
+        items.push_back({&st[i], std::span(s.prompt).subspan(at[i], n), false, &logits[i]});
+        at[i] += n;
+      } else if (dec[i] < s.decodes.size()) {
+        Model::end_call(st[i]);
+        m.begin_call(st[i], 1);
+        one[i] = {s.decodes[dec[i]++]};
+        items.push_back({&st[i], one[i], false, &logits[i]});
+      } else {
+        continue;
+      }
+      which.push_back(int(i));
+    }
+    if (items.empty()) break;
+    m.step(items);
+    for (int i : which) out[size_t(i)].push_back(logits[size_t(i)]);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Batch, EverySequenceGetsBitwiseWhatItGetsAlone) {
+  const ModelConfig c = preset_config("sala-tiny");  // dense_len 128: prompts of 150 and 131 run block selection
+  const Model m(c, random_weights(c, 21));
+  const int64_t V = c.vocab_size;
+  const std::vector<Script> scripts = {
+      {ids_of(150, 1, V), 64, ids_of(5, 2, V)},  // sparse prefill in 3 chunks, then decodes
+      {ids_of(60, 3, V), 60, ids_of(9, 4, V)},   // dense prefill in one chunk
+      {ids_of(1, 5, V), 1, ids_of(12, 6, V)},    // a 1-token prompt: decodes from the first step on
+      {ids_of(131, 7, V), 20, ids_of(3, 8, V)},  // sparse; 131 = 3 (mod 4): the stage-1 off-by-one (stride 4)
+      {ids_of(127, 9, V), 127, {}},              // just below dense_len
+  };
+  const auto batched = together(m, scripts);
+  for (size_t i = 0; i < scripts.size(); ++i) {
+    const auto want = alone(m, scripts[i]);
+    ASSERT_EQ(batched[i].size(), want.size()) << "sequence " << i;
+    for (size_t k = 0; k < want.size(); ++k)
+      EXPECT_EQ(batched[i][k], want[k]) << "sequence " << i << ", output " << k << " differs from the run alone";
+  }
+}
+
+TEST(Batch, StoredBf16WeightsGiveBitwiseTheLogitsOfFp32Copies) {
+  // save in bf16, then load twice: as views into the mapped file (widened in the matmul tiles) and as fp32 copies
+  const test::TempDir tmp("bf16_views");
+  const ModelConfig c = preset_config("sala-tiny");
+  save_model(c, random_weights(c, 4), tmp.str(), DType::BF16);
+  const Model mapped = Model::load(tmp.str());
+  const Model copies(c, mapped.weights());
+  const auto ids = ids_of(200, 11, c.vocab_size);  // sparse: every op runs
+  SequenceState a = mapped.new_state(), b = copies.new_state();
+  EXPECT_EQ(mapped.prefill(ids, a, 0, nullptr, true), copies.prefill(ids, b, 0, nullptr, true));
+  EXPECT_EQ(mapped.decode(3, a), copies.decode(3, b));
+  // f16 as well
+  const test::TempDir tmp16("f16_views");
+  save_model(c, random_weights(c, 4), tmp16.str(), DType::F16);
+  const Model m16 = Model::load(tmp16.str());
+  const Model c16(c, m16.weights());
+  SequenceState x = m16.new_state(), y = c16.new_state();
+  EXPECT_EQ(m16.prefill(ids, x), c16.prefill(ids, y));
+}
+
+TEST(Batch, StatesAreNotSharedAndCallsAreEnforced) {
+  const ModelConfig c = preset_config("sala-tiny");
+  const Model m(c, random_weights(c, 2));
+  SequenceState a = m.new_state();
+  const std::vector<int32_t> ids = {1, 2, 3};
+  // rows outside an open call, and no call at all, are refused (the call is the state's, not the caller's)
+  const Model::Item it{&a, ids, false, nullptr};
+  test::expect_error([&] { m.step(std::span(&it, 1)); }, {"no call is open"});
+  m.begin_call(a, 2);
+  test::expect_error([&] { m.step(std::span(&it, 1)); }, {"outside their call"});
+  Model::end_call(a);
+  // one sequence twice in a step
+  m.begin_call(a, 6);
+  const Model::Item twice[2] = {{&a, ids, false, nullptr}, {&a, ids, false, nullptr}};
+  test::expect_error([&] { m.step(twice); }, {"appears twice"});
+  Model::end_call(a);
+  // a clone is a copy: the two go on independently and agree
+  SequenceState b = m.new_state();
+  m.prefill(ids, b);
+  SequenceState b2 = m.clone_state(b);
+  EXPECT_EQ(m.decode(9, b), m.decode(9, b2));
+  EXPECT_EQ(b.pos, b2.pos);
+  static_assert(!std::is_copy_constructible_v<SequenceState>);
+}
