@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "sala/runtime/sampler.h"
 #include "test_util.h"
@@ -128,4 +129,25 @@ TEST(Sampler, TinyTemperatureIsArgmaxNotNaN) {
   auto f = frequencies(p, l, 200);
   EXPECT_EQ(f.size(), 1u);
   EXPECT_EQ(f.begin()->first, 1);
+}
+
+TEST(Sampler, TopPOverALargeVocabularyKeepsExactlyTheNucleus) {
+  // 300 equally likely tokens (ties: lower ids first) in a 5000-token vocabulary: the nucleus for top_p 0.9 is the
+  // first 270 of them, past the sampler's first 64- and 256-candidate sorts.
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.9f;
+  p.seed = 5;
+  Sampler s(p);
+  std::vector<float> base(5000, -40.0f);
+  for (int i = 0; i < 300; ++i) base[size_t(i * 7 % 5000)] = 0.0f;  // spread over the vocabulary
+  std::set<int32_t> want;
+  for (int i = 0; i < 300; ++i) want.insert(int32_t(i * 7 % 5000));
+  while (want.size() > 270) want.erase(std::prev(want.end()));  // the highest ids of the tie fall outside
+  std::set<int32_t> got;
+  for (int i = 0; i < 20000; ++i) {
+    auto l = base;
+    got.insert(s.sample(l, {}));
+  }
+  EXPECT_EQ(got, want);
 }

@@ -28,6 +28,7 @@ class Sampler {
  private:
   SamplingParams p_;
   Rng rng_;
+  std::vector<double> prob_;  // scratch, by token id
 };
 
 int32_t argmax(std::span<const float> v);

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include <omp.h>
+
 #include "sala/core/dtype.h"
 #include "sala/core/error.h"
 
@@ -94,13 +96,23 @@ __attribute__((always_inline)) inline void tile_4x3(float* y, int64_t ldy, const
     }
 }
 
+// Threads for a matmul of T rows over a weight of `bytes`: with few rows (decode) the work is reading the weight once,
+// so threads are added per ~1 MiB of it (waking 16 threads for a 2 MiB matrix costs more than it saves); with many
+// rows the work is arithmetic and every thread helps once the multiply-adds pass kParallelWork.
+inline int matmul_threads(int64_t T, int64_t bytes) {
+  const int max = omp_get_max_threads();
+  if (T >= 8) return T * (bytes / 2) > kParallelWork ? max : 1;
+  return int(std::clamp<int64_t>(bytes >> 20, 1, max));
+}
+
 // Output rows in blocks of 4 are split across threads; each block walks the tokens 3 at a time, so a weight row
 // is read once per 3 tokens from cache and once per call from memory.
 template <class W>
 __attribute__((always_inline)) inline void matmul_body(float* y, int64_t ldy, const float* x, int64_t ldx,
                                                        const typename W::T* w, int64_t T, int64_t in, int64_t out) {
   const int64_t ob = out / 4, t3 = T / 3 * 3;
-#pragma omp parallel for schedule(static) if (T * in * out > kParallelWork)
+  const int nt = matmul_threads(T, in * out * int64_t(sizeof(typename W::T)));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t b = 0; b <= ob; ++b) {
     const int64_t o0 = b * 4, o1 = std::min(out, o0 + 4);
     if (o0 >= o1) continue;
