@@ -72,6 +72,7 @@ void add_chat_commands(CLI::App& app) {
                                           "outgrows it, its oldest turns are dropped");
   cmd->add_flag("--json", json, "One JSON object per turn on stdout (reply, tokens, timings, stop reason), nothing else");
   add_check_weights_flag(cmd, a.check_weights);
+  add_device_option(cmd, a.device);
   add_sampling(cmd, a);
   cmd->footer("Lines starting with '/' are commands, not sent to the model:\n" + chat_commands_help() +
               "Replies go to stdout, one per line; the prompt, notices and (on a terminal) stats go to stderr.\n"
@@ -80,7 +81,7 @@ void add_chat_commands(CLI::App& app) {
     check_lengths(a.max_new, 0, a.context);
     if (a.max_new < 1) fail_usage("-n/--max-new-tokens = {} must be >= 1 for a chat reply", a.max_new);
     a.s.validate();
-    Model m = Model::load(a.model, {.check_finite = a.check_weights});
+    Model m = load_for_run(a.model, a.device, a.check_weights, a.context);
     auto tok = text::Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
     ChatOptions o;
     o.max_new_tokens = a.max_new;

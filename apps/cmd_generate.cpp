@@ -36,6 +36,7 @@ void add_generate_commands(CLI::App& app) {
     cmd->add_flag("--ignore-eos", a.ignore_eos, "Do not stop at eos");
     cmd->add_flag("-q,--quiet", a.quiet, "Print only the generated ids");
     add_check_weights_flag(cmd, a.check_weights);
+    add_device_option(cmd, a.device);
     add_sampling(cmd, a);
     cmd->callback([ids_opt, stop_opt] {
       // Everything that can be checked is checked before the prompt is echoed, so a failed command prints no text.
@@ -45,7 +46,7 @@ void add_generate_commands(CLI::App& app) {
       const std::vector<int32_t> given_ids = ids_opt->count() ? parse_ids(a.ids, "--ids") : std::vector<int32_t>{};
       const std::vector<int32_t> extra_stops = stop_opt->count() ? parse_ids(a.stop, "--stop-ids") : std::vector<int32_t>{};
       auto t0 = std::chrono::steady_clock::now();
-      Model m = Model::load(a.model, {.check_finite = a.check_weights});
+      Model m = load_for_run(a.model, a.device, a.check_weights, a.context);
       const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const ModelConfig& cfg = m.config();
       std::vector<int32_t> prompt = ids_opt->count() ? given_ids : std::vector<int32_t>{int32_t(cfg.bos_token_id)};
@@ -110,6 +111,7 @@ void add_generate_commands(CLI::App& app) {
     static std::string model, ids, decode_ids, out;
     static int64_t chunk = 0;
     static bool check_weights = false;
+    static std::string device = "cpu";
     auto* cmd = app.add_subcommand(
         "dump", "Run a prefill (and optional decode steps) and write logits + named per-layer intermediates to a "
                 "safetensors file, for tensor-by-tensor comparison with another implementation");
@@ -119,11 +121,12 @@ void add_generate_commands(CLI::App& app) {
     cmd->add_option("--chunk", chunk, "Prefill chunk size (0 = one call)")->capture_default_str();
     cmd->add_option("--out", out, "Output .safetensors")->required();
     add_check_weights_flag(cmd, check_weights);
+    add_device_option(cmd, device);
     cmd->callback([] {
       check_lengths(0, chunk, 0);
       const std::vector<int32_t> prompt = parse_ids(ids, "--ids");
       const std::vector<int32_t> steps = decode_ids.empty() ? std::vector<int32_t>{} : parse_ids(decode_ids, "--decode-ids");
-      Model m = Model::load(model, {.check_finite = check_weights});
+      Model m = load_for_run(model, device, check_weights, 0);
       check_ids_in_vocab(prompt, m.config(), "--ids");
       check_ids_in_vocab(steps, m.config(), "--decode-ids");
       SequenceState st = m.new_state();

@@ -11,6 +11,7 @@
 #include "sala/io/checkpoint.h"
 #include "sala/model/info.h"
 #include "sala/model/llama2c.h"
+#include "sala/model/model.h"
 #include "sala/model/presets.h"
 #include "sala/model/weights.h"
 
@@ -26,7 +27,7 @@ DType parse_dtype(const std::string& s) {
 }
 
 void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, const std::string& model_dir,
-                bool check_weights) {
+                bool check_weights, Device device) {
   // The checkpoint is checked before anything is printed, so a failure leaves no half-printed summary.
   std::optional<io::Checkpoint> ck;
   std::vector<std::string> unused;
@@ -72,6 +73,21 @@ void print_info(const ModelConfig& c, const std::string& source, int64_t ctx, co
   fmt::print("at {} tokens cache {} (bf16 KV) / {} (fp32 KV, sala CPU); weights + cache {}\n", ctx,
              human_bytes(m.cache_bytes(ctx)), human_bytes(estimate_memory(c, 2, 4).cache_bytes(ctx)),
              human_bytes(m.weight_bytes + m.cache_bytes(ctx)));
+  if (device == Device::CUDA) {
+    // The CUDA backend's plan for one sequence at this context (cuda_backend.cpp plan_cache): bf16 weights, bf16 KV
+    // in 64-token pages with their compressed keys, fp32 state, activations of 2048-row steps.
+    const int64_t rows = Model::kDefaultChunk, pages = (ctx + 63) / 64 + 1;
+    const double kv = double(pages) * 64 * (m.kv_bytes_per_token + m.compressed_bytes_per_token);
+    const int64_t width = 2 * c.hidden_size + 2 * c.num_attention_heads * c.head_dim * 2 + 3 * c.intermediate_size;
+    const double act = double(rows) * (double(width) * 2 + double(c.hidden_size) * 8) +
+                       double(rows) * double(c.vocab_size) * 4;
+    fmt::print("plan (cuda)  weights {} + KV pages {} + state {} + activations {} = {}\n", human_bytes(m.weight_bytes),
+               human_bytes(kv), human_bytes(m.state_bytes), human_bytes(act),
+               human_bytes(m.weight_bytes + kv + m.state_bytes + act));
+  } else {
+    fmt::print("plan (cpu)   weights {} (mapped as stored) + cache up to {} (fp32)\n", human_bytes(m.weight_bytes),
+               human_bytes(estimate_memory(c, 2, 4).cache_bytes(ctx)));
+  }
   if (ck) {
     fmt::print("checkpoint   {} tensors, all present with the expected shapes", ck->names().size());
     if (!unused.empty()) fmt::print(" ({} unused, e.g. '{}')", unused.size(), unused[0]);
@@ -88,16 +104,19 @@ void add_model_commands(CLI::App& app) {
     static std::string model, preset;
     static int64_t ctx = 0;
     static bool check_weights = false;
+    static std::string device = "cpu";
     cmd->add_option("model", model, "Model folder or config.json");
     cmd->add_option("--preset", preset, "A named config instead of a folder (see `sala init --help`)");
     cmd->add_option("--context", ctx, "Context length for the memory estimate (default: max_position_embeddings)");
     add_check_weights_flag(cmd, check_weights);
+    add_device_option(cmd, device);
     cmd->callback([] {
+      const Device d = parse_device(device);
       if (ctx < 0) fail_usage("--context = {} must be positive", ctx);
       if (!model.empty() && !preset.empty()) fail_usage("give a model or --preset, not both");
       ModelConfig c = resolve_config(model, preset);
       const int64_t n = context_limit(c, ctx);
-      print_info(c, preset.empty() ? model : "preset " + preset, n, preset.empty() ? model : "", check_weights);
+      print_info(c, preset.empty() ? model : "preset " + preset, n, preset.empty() ? model : "", check_weights, d);
     });
   }
   {

@@ -8,6 +8,7 @@ void add_model_commands(CLI::App& app);     // info, init, import
 void add_generate_commands(CLI::App& app);  // generate, dump
 void add_chat_commands(CLI::App& app);      // chat
 void add_compare_commands(CLI::App& app);   // compare
+void add_bench_commands(CLI::App& app);     // bench
 
 }  // namespace sala::app
 

@@ -94,6 +94,29 @@ void check_ids_in_vocab(std::span<const int32_t> ids, const ModelConfig& c, cons
       fail("{}: token id {} (at index {}) is outside the vocabulary [0, {})", what, ids[i], i, c.vocab_size);
 }
 
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device, "Where to run: cpu (the exact fp32 path) or cuda (bf16, an H100/H200)")
+      ->capture_default_str();
+}
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::CPU;
+  if (s == "cuda" || s == "gpu") return Device::CUDA;
+  fail_usage("--device '{}' is not supported (cpu, cuda)", s);
+}
+
+Model load_for_run(const std::string& dir, const std::string& device, bool check_weights, int64_t context) {
+  const Device d = parse_device(device);
+  Model m = Model::load(dir, {.check_finite = check_weights, .device = d});
+  const int64_t limit = context > 0 ? context : m.config().max_position_embeddings;
+  if (d == Device::CUDA && limit != m.cache_plan().max_tokens) {
+    CachePlan p = m.cache_plan();
+    p.max_tokens = limit;
+    m.plan(p);
+  }
+  return m;
+}
+
 void add_check_weights_flag(CLI::App* cmd, bool& flag) {
   cmd->add_flag("--check-weights", flag, "Scan every weight for NaN/Inf while loading (names the first bad tensor)");
 }

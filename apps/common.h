@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "sala/model/config.h"
+#include "sala/model/model.h"
 
 namespace sala::app {
 
@@ -28,5 +29,10 @@ int64_t context_limit(const ModelConfig& c, int64_t context);
 void check_ids_in_vocab(std::span<const int32_t> ids, const ModelConfig& c, const std::string& what);
 // --check-weights: scan every weight for NaN/Inf at load (names the tensor).
 void add_check_weights_flag(CLI::App* cmd, bool& flag);
+// --device cpu|cuda (default cpu).
+void add_device_option(CLI::App* cmd, std::string& device);
+Device parse_device(const std::string& s);
+// Loads a model for a run on `device` with a cache planned for one sequence of `context` tokens.
+Model load_for_run(const std::string& dir, const std::string& device, bool check_weights, int64_t context);
 
 }  // namespace sala::app

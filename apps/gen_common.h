@@ -19,6 +19,7 @@ struct GenArgs {
   int64_t max_new = 64, chunk = 0, context = 0;
   SamplingParams s;
   bool ignore_eos = false, quiet = false, check_weights = false;
+  std::string device = "cpu";
 };
 
 void add_sampling(CLI::App* cmd, GenArgs& a);

@@ -13,6 +13,9 @@
 #include "commands.h"
 #include "sala/core/error.h"
 #include "sala_version.h"
+#ifdef SALA_HAVE_CUDA
+#include "sala/backend/cuda/cuda_backend.h"
+#endif
 
 namespace {
 
@@ -91,6 +94,9 @@ int main(int argc, char** argv) {
       "  sala generate models/sala-tiny --prompt \"Hi\"     # text in, text out (the bundled tiny model)\n"
       "Every subcommand has --help. Exit codes: 0 ok, 1 error in the input or request, 2 bad command line, 3 internal "
       "error.\n"};
+#ifdef SALA_HAVE_CUDA
+  sala::cuda::register_backend();
+#endif
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Print help for every subcommand");
   app.set_version_flag("--version", std::string("sala ") + SALA_VERSION + " (commit " + SALA_COMMIT + ")");
@@ -98,6 +104,7 @@ int main(int argc, char** argv) {
   sala::app::add_generate_commands(app);
   sala::app::add_chat_commands(app);
   sala::app::add_compare_commands(app);
+  sala::app::add_bench_commands(app);
   add_text_commands(app);
   try {
     check_subcommand_words(app, argc, argv);

@@ -38,11 +38,22 @@ struct Act {
 };
 
 // A stored tensor on the host (a view into a mapped checkpoint or into fp32 vectors), handed to the backend at load.
+// data == nullptr asks the backend to make it: normal(0, random_std) from random_seed, or ones when random_std is 0
+// (random-weight models built on the device, for benchmarks: no file, no host copy of 9B weights).
 struct HostTensor {
   std::string name;
   DType dtype = DType::F32;
   const void* data = nullptr;
   int64_t rows = 0, cols = 0;  // a vector has rows = 1
+  float random_std = 0;
+  uint64_t random_seed = 0;
+};
+
+// Measured ceilings of a device, the denominators of every floor sala prints.
+struct Peaks {
+  double matmul_tflops = 0;  // dense matmul rate of the backend's own GEMM (bf16 on CUDA, fp32 FMA on CPU)
+  double copy_gbs = 0;       // device memory bandwidth, bytes read + written per second / 1e9
+  std::string how;           // what was measured
 };
 
 // Handles to weights the backend holds. A matrix is (out, in) as in torch.nn.Linear (y = x w^T); a fused matrix is its
@@ -68,6 +79,7 @@ struct StepSeq {
   int64_t call_pos0 = 0, call_len = 0;
   bool sparse = false;  // InfLLM-V2 block selection (call end >= dense_len)
   bool fresh = false;   // the sequence's Lightning state starts at zero (pos0 == 0)
+  bool rope_long = false;  // LongRoPE's long factors (call end > RopeTables::long_from)
 };
 
 struct Step {
@@ -162,6 +174,11 @@ class Backend {
   // Lightning state of the first sequence of the step for `layer` (traces): (H, D, D) f32.
   virtual void read_state(std::vector<float>& out, int layer, int slot) = 0;
   virtual void synchronize() {}
+  virtual Peaks measure_peaks() = 0;
+  // Device memory in use by the process now and at most since the last reset (0 where unknown).
+  virtual int64_t memory_in_use() const { return 0; }
+  virtual int64_t memory_peak() const { return 0; }
+  virtual void reset_memory_peak() {}
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -78,11 +78,31 @@ Model::Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device)
   });
 }
 
+Model Model::random(ModelConfig c, uint64_t seed, Device device) {
+  Model m(std::move(c), std::unique_ptr<io::Checkpoint>(), device, seed);
+  return m;
+}
+
+Model::Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device, uint64_t seed)
+    : cfg_(std::move(c)), be_(make_backend(device)) {
+  (void)ck;
+  const float std = float(cfg_.initializer_range);
+  upload([&](const TensorSpec& s) {
+    HostTensor t = host_view(s, DType::F32, nullptr);
+    t.random_std = s.is_norm() ? 0.0f : std;
+    uint64_t h = seed;
+    for (unsigned char ch : s.name) h = (h ^ ch) * 0x100000001b3ull;
+    t.random_seed = h;
+    return t;
+  });
+}
+
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 
 const Weights& Model::weights() const {
+  if (!host_ && !ckpt_) fail("the weights of this model were made on the {} and have no host copy", device_name(device()));
   if (!host_) host_ = std::make_unique<Weights>(load_weights(cfg_, *ckpt_));
   return *host_;
 }
@@ -137,7 +157,15 @@ void Model::upload(const std::function<HostTensor(const TensorSpec&)>& source) {
   plan.max_seqs = 1;
   plan.max_tokens = cfg_.max_position_embeddings;
   plan.max_step_rows = kDefaultChunk;
-  be_->plan_cache(cfg_, plan);
+  this->plan(plan);
+}
+
+void Model::plan(const CachePlan& p) {
+  if (p.max_seqs < 1 || p.max_tokens < 1 || p.max_step_rows < 1)
+    fail("cache plan: sequences ({}), context ({}) and step rows ({}) must be positive", p.max_seqs, p.max_tokens,
+         p.max_step_rows);
+  be_->plan_cache(cfg_, p);
+  plan_ = p;
 }
 
 SequenceState Model::new_state(int64_t max_len) const {
@@ -199,6 +227,7 @@ std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& s
   check_ids(ids);  // the whole prompt before its first chunk touches the state
   begin_call(st, n);
   if (chunk <= 0) chunk = kDefaultChunk;
+  if (be_->device() == Device::CUDA) chunk = std::min(chunk, plan_.max_step_rows);  // step buffers are planned
   std::vector<float> out, part;
   for (int64_t c0 = 0; c0 < n; c0 += chunk) {
     const int64_t m = std::min(chunk, n - c0);
@@ -242,6 +271,7 @@ void Model::step(std::span<const Item> items, Trace* tr) const {
     // §4.9 item 4: the mode is that of the whole call (prompt), decided by its last position.
     s.sparse = cfg_.is_sala() && st.call.end() >= cfg_.sparse.dense_len;
     s.fresh = st.pos == 0;
+    s.rope_long = st.call.end() > rope_dense_.long_from;
     for (int64_t t = 0; t < s.n; ++t) {
       step.tokens.push_back(it.ids[size_t(t)]);
       step.pos.push_back(int32_t(st.pos + t));

@@ -41,6 +41,9 @@ class Model {
 
   Model(ModelConfig c, Weights w, Device device = Device::CPU);
   static Model load(const std::string& dir, const LoadOptions& opt = {});  // config.json + safetensors, validated
+  // Random weights made by the backend itself (on the GPU for CUDA: no file, no host copy), normal(0,
+  // initializer_range) and ones for norms; for benchmarks. Not the stream of random_weights().
+  static Model random(ModelConfig c, uint64_t seed, Device device);
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
   ~Model();
@@ -51,6 +54,11 @@ class Model {
   Backend& backend() const { return *be_; }
   Device device() const { return be_->device(); }
 
+  // Sizes the backend's cache (sequences, context, step rows) before any sequence exists; on CUDA everything is
+  // allocated here, and a plan that does not fit is refused with the bytes needed and available. The default plan
+  // (one sequence of max_position_embeddings tokens, kDefaultChunk rows per step) is made at load.
+  void plan(const CachePlan& p);
+  const CachePlan& cache_plan() const { return plan_; }
   // A sequence with its own cache slot; max_len 0 = max_position_embeddings.
   SequenceState new_state(int64_t max_len = 0) const;
   // A second sequence whose cache is a copy of st's (a snapshot to continue from, or a fork).
@@ -85,6 +93,7 @@ class Model {
     Mat o, gate_up, down;
   };
   Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device);
+  Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device, uint64_t seed);  // random weights
   void upload(const std::function<HostTensor(const TensorSpec&)>& source);
   void check_ids(std::span<const int32_t> ids) const;
   void check_item(const Item& it) const;
@@ -101,6 +110,7 @@ class Model {
   std::vector<LayerHandles> layers_;
   RopeTables rope_dense_, rope_sparse_, rope_lightning_;
   std::vector<float> log_decay_;  // (H): -slope_h
+  CachePlan plan_;
 };
 
 }  // namespace sala

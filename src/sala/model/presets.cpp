@@ -99,6 +99,61 @@ json sala_100m() {
   return j;
 }
 
+// The GPU kernels' shapes at small size: head 64, 16 query heads per KV head, the real block 64 / kernel 32 /
+// stride 16 sparse config with a short window and dense_len 512, so block selection runs within ~1K tokens.
+json sala_tiny64() {
+  json j = scaled_sala(4, 1024, 2048, 16, 1, 64, 512, 16384, 0.02);
+  j["sparse_config"] = {{"block_size", 64}, {"dense_len", 512}, {"init_blocks", 1}, {"kernel_size", 32},
+                        {"kernel_stride", 16}, {"topk", 2},     {"use_nope", false}, {"window_size", 128}};
+  j["mixer_types"] = {"minicpm4", "lightning-attn", "lightning-attn", "minicpm4"};
+  return j;
+}
+
+// ~120M parameters in the GPU kernels' shapes (head 64), 1 sparse : 3 lightning, the released sparse config.
+json sala_small() {
+  json j = scaled_sala(8, 1024, 2816, 16, 1, 64, 8192, 1 << 20, 0.02);
+  json mt = json::array();
+  for (int l = 0; l < 8; ++l) mt.push_back(l == 0 || l == 7 ? "minicpm4" : "lightning-attn");
+  j["mixer_types"] = mt;
+  return j;
+}
+
+// Full-attention baselines with the released model's sizes (random weights; for `sala bench`):
+// minicpm4-8b: SALA-9B's shapes with 32 dense GQA layers (32 query / 2 KV heads, head 128) and plain RoPE.
+json minicpm4_8b() {
+  json j = sala_9b();
+  j["architectures"] = {"MiniCPMForCausalLM"};
+  j["model_type"] = "minicpm";
+  j["max_position_embeddings"] = 1 << 21;
+  for (const char* k : {"mixer_types", "sparse_config", "lightning_nh", "lightning_nkv", "lightning_head_dim",
+                        "lightning_scale", "lightning_use_rope", "qk_norm", "use_output_gate", "use_output_norm",
+                        "attn_use_output_gate", "attn_use_rope"})
+    j.erase(k);
+  return j;
+}
+
+// qwen3-8b: Qwen3-8B's shapes (36 layers, hidden 4096, 32 query / 8 KV heads of 128, MLP 12288, vocab 151936,
+// theta 1e6) as a Llama-type model: Qwen3's per-head q/k RMSNorm is left out (a few elementwise passes per layer).
+json qwen3_8b() {
+  return {{"architectures", {"Qwen3ForCausalLM"}},
+          {"model_type", "llama"},
+          {"num_hidden_layers", 36},
+          {"hidden_size", 4096},
+          {"intermediate_size", 12288},
+          {"num_attention_heads", 32},
+          {"num_key_value_heads", 8},
+          {"head_dim", 128},
+          {"vocab_size", 151936},
+          {"max_position_embeddings", 1 << 21},
+          {"rms_norm_eps", 1e-6},
+          {"rope_theta", 1000000.0},
+          {"tie_word_embeddings", false},
+          {"initializer_range", 0.02},
+          {"bos_token_id", 151643},
+          {"eos_token_id", 151645},
+          {"hidden_act", "silu"}};
+}
+
 // MiniCPM4-style dense teacher, tiny.
 json minicpm_tiny() {
   return {{"architectures", {"MiniCPMForCausalLM"}},
@@ -146,8 +201,12 @@ struct Preset {
   json (*make)();
 };
 const Preset kPresets[] = {{"minicpm-sala-9b", sala_9b},
+                           {"minicpm4-8b", minicpm4_8b},
+                           {"qwen3-8b", qwen3_8b},
                            {"sala-tiny", sala_tiny},
+                           {"sala-tiny64", sala_tiny64},
                            {"sala-100m", sala_100m},
+                           {"sala-small", sala_small},
                            {"minicpm-tiny", minicpm_tiny},
                            {"llama-tiny", llama_tiny}};
 

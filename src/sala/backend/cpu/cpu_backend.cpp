@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <list>
 
 #include "sala/backend/backend.h"
 #include "sala/backend/cpu/attention.h"
@@ -18,6 +20,7 @@
 #include "sala/backend/cpu/rope.h"
 #include "sala/core/error.h"
 #include "sala/core/parallel.h"
+#include "sala/core/rng.h"
 #include "sala/model/config.h"
 
 namespace sala {
@@ -68,16 +71,18 @@ class CpuBackend final : public Backend {
   Mat add_matrix(std::span<const HostTensor> parts) override {
     SALA_CHECK(!parts.empty());
     Mat m{int(mats_.size()), 0, parts[0].cols};
+    mats_.emplace_back();
     for (const auto& p : parts) {
       SALA_CHECK(p.cols == m.in);
       m.out += p.rows;
+      mats_.back().push_back(p.data ? p : make_random(p));
     }
-    mats_.emplace_back(parts.begin(), parts.end());
     return m;
   }
   Vec add_vector(const HostTensor& t) override {
-    std::vector<float> v(size_t(t.rows * t.cols));
-    convert_to_f32(v.data(), t.data, t.dtype, v.size());  // norms are small: exact fp32 copies
+    const HostTensor h = t.data ? t : make_random(t);
+    std::vector<float> v(size_t(h.rows * h.cols));
+    convert_to_f32(v.data(), h.data, h.dtype, v.size());  // norms are small: exact fp32 copies
     vecs_.push_back(std::move(v));
     return Vec{int(vecs_.size() - 1), t.rows * t.cols};
   }
@@ -116,6 +121,7 @@ class CpuBackend final : public Backend {
   void gather_rows(Act dst, const Act& src, std::span<const int32_t> rows) override;
   void read(std::vector<float>& out, const Act& a) override;
   void read_selection(std::vector<int32_t>& out) override { out = sel_; }
+  Peaks measure_peaks() override;
   void read_state(std::vector<float>& out, int layer, int slot) override {
     out = slots_.at(size_t(slot)).layers.at(size_t(layer)).state;
   }
@@ -125,7 +131,29 @@ class CpuBackend final : public Backend {
   // Rows [row0, row0 + n) of columns [c0, c0 + width) of x, copied contiguous (the CPU ops take (n, heads, dim)).
   static void copy_cols(std::vector<float>& dst, const Act& x, int64_t row0, int64_t n, int64_t c0, int64_t width);
 
+  // A tensor the backend makes itself (HostTensor without data): fp32, normal(0, std) or ones.
+  HostTensor make_random(const HostTensor& t) {
+    owned_.emplace_back(size_t(t.rows * t.cols));
+    auto& v = owned_.back();
+    if (t.random_std == 0) {
+      std::fill(v.begin(), v.end(), 1.0f);
+    } else {
+      Rng r(t.random_seed);
+      for (size_t i = 0; i < v.size(); i += 2) {
+        double a, b;
+        r.normal_pair(a, b);
+        v[i] = float(a) * t.random_std;
+        if (i + 1 < v.size()) v[i + 1] = float(b) * t.random_std;
+      }
+    }
+    HostTensor h = t;
+    h.dtype = DType::F32;
+    h.data = v.data();
+    return h;
+  }
+
   std::vector<std::vector<HostTensor>> mats_;
+  std::list<std::vector<float>> owned_;  // tensors made by make_random (list: stable addresses)
   std::vector<std::vector<float>> vecs_;
   std::vector<std::vector<float>> scratch_;
   std::vector<LayerSpec> specs_;
@@ -141,6 +169,8 @@ std::string CpuBackend::describe() const {
 }
 
 void CpuBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
+  for (const Slot& s : slots_)
+    if (s.used) fail("cache plan: sequences of the old plan are still alive");
   specs_.assign(size_t(c.num_hidden_layers), LayerSpec{});
   bytes_per_token_ = 0;
   bytes_per_seq_ = 0;
@@ -398,6 +428,31 @@ void CpuBackend::gather_rows(Act dst, const Act& src, std::span<const int32_t> r
 }
 
 void CpuBackend::read(std::vector<float>& out, const Act& a) { copy_cols(out, a, 0, a.rows, 0, a.cols); }
+
+Peaks CpuBackend::measure_peaks() {
+  using clk = std::chrono::steady_clock;
+  Peaks p;
+  // fp32 matmul of 384 rows over a 2048 x 2048 weight (the tiled kernel at its best), best of 3
+  const int64_t T = 384, n = 2048;
+  std::vector<float> x(size_t(T * n), 0.5f), w(size_t(n * n), 0.25f), y(size_t(T * n));
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = clk::now();
+    cpu::matmul(y.data(), x.data(), w.data(), T, n, n);
+    best = std::min(best, std::chrono::duration<double>(clk::now() - t0).count());
+  }
+  p.matmul_tflops = 2.0 * double(T * n * n) / best / 1e12;
+  std::vector<char> a(size_t(1) << 28, 1), b(a.size());
+  best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = clk::now();
+    std::memcpy(b.data(), a.data(), a.size());
+    best = std::min(best, std::chrono::duration<double>(clk::now() - t0).count());
+  }
+  p.copy_gbs = 2.0 * double(a.size()) / best / 1e9;
+  p.how = fmt::format("cpu: fp32 matmul {}x{}x{}, memcpy of 256 MiB, best of 3", T, n, n);
+  return p;
+}
 
 }  // namespace
 
