@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
 # GPU work in one place.
-#   bash scripts/device.sh pack   here (no GPU): build the release tree and gather the binaries plus the shared
-#                                 libraries the GPU machine lacks into build/device/ (carried to the device, < 64 MiB)
-#   bash scripts/device.sh run    on the GPU machine: GPU tests, CPU tests, benchmarks; a short table last.
-#                                 Writes logs and results into $OUT when set.
+#   bash scripts/device.sh pack        here (no GPU): build the release tree and gather the binaries plus the shared
+#                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
+#   bash scripts/device.sh run [what]  on the GPU machine: what = all (default) | tests | bench | sweep.
+#                                      tests: GPU tests, then compute-sanitizer memcheck + racecheck on a quick subset;
+#                                      bench: sala bench (SALA-9B, the dense baselines) beside the PyTorch peer, the
+#                                      kernel benchmarks, bench_cpu on the host's cores;
+#                                      sweep: TTFT / memory from 8K to 1M (2M for SALA) for the plot.
+#                                      Logs and JSON lines go to $OUT; a short table is printed last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-run}
+what=${2:-all}
 DEV=build/device
 
 if [[ $mode == pack ]]; then
   cmake --preset release >/dev/null
   cmake --build --preset release -j"$(nproc)"
   rm -rf "$DEV" && mkdir -p "$DEV/bin" "$DEV/lib"
-  for b in sala sala_tests sala_cuda_tests bench_lightning_decode bench_cpu; do
-    [[ -x build/release/$b ]] && cp build/release/$b "$DEV/bin/"
+  for b in build/release/sala build/release/sala_cuda_tests build/release/bench_*; do
+    [[ -x $b ]] && cp "$b" "$DEV/bin/"
   done
+  strip "$DEV"/bin/* 2>/dev/null || true
   # Debian-only shared libraries (fmt, gomp, pcre2, utf8proc, sentencepiece, protobuf-lite ...): carried beside.
+  # CUDA's own libraries (cudart, cuBLAS/cuBLASLt, cuDNN) are on the GPU machine.
   for b in "$DEV"/bin/*; do
     ldd "$b" | awk '/=> \// {print $3}' | while read -r so; do
       case "$(basename "$so")" in
         libc.so*|libm.so*|libstdc++.so*|libgcc_s.so*|ld-linux*|libpthread*|libdl.so*|librt.so*|libcuda.so*) ;;
+        libcudart*|libcublas*|libcudnn*|libnccl*) ;;
         *) cp -Lu "$so" "$DEV/lib/" ;;
       esac
     done
@@ -31,15 +39,60 @@ if [[ $mode == pack ]]; then
 fi
 
 [[ -d $DEV/bin ]] || { echo "device.sh: $DEV missing: run 'bash scripts/device.sh pack' here and carry build/device"; exit 1; }
-export LD_LIBRARY_PATH="$PWD/$DEV/lib:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$PWD/$DEV/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 OUT=${OUT:-/tmp/sala-out}
 mkdir -p "$OUT"
+B=$DEV/bin
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 status=0
-"$DEV/bin/sala_cuda_tests" 2>&1 | tee "$OUT/gpu_tests.log" | tail -5 || status=1
-"$DEV/bin/bench_lightning_decode" 2>&1 | tee "$OUT/bench_lightning_decode.txt" || status=1
+summary=()
+
+if [[ $what == all || $what == tests ]]; then
+  "$B/sala_cuda_tests" > "$OUT/gpu_tests.log" 2>&1 || status=1
+  summary+=("gpu tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests.log" | tr '\n' ' ')")
+  # the sanitizers on a quick subset (the kernels' small cases and the tiny model batch)
+  filt='CudaModel.AVarlenBatch*:*Small*:*Tiny*'
+  for tool in memcheck racecheck; do
+    if compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="$filt" \
+        > "$OUT/sanitizer_$tool.log" 2>&1; then
+      summary+=("compute-sanitizer $tool: clean ($(grep -c '^\[       OK' "$OUT/sanitizer_$tool.log") tests)")
+    else
+      status=1
+      summary+=("compute-sanitizer $tool: FAILED (see sanitizer_$tool.log)")
+    fi
+  done
+fi
+
+if [[ $what == all || $what == bench ]]; then
+  J=$OUT/bench.jsonl
+  "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k,256k,1m --decode 32 --out "$J" 2>&1 | tee "$OUT/bench_sala9b.txt" || status=1
+  "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 | tee "$OUT/bench_sala9b_b32.txt" || status=1
+  for c in minicpm4-8b qwen3-8b; do
+    "$B/sala" bench --preset $c --lengths 32k,128k --decode 32 --out "$J" 2>&1 | tee "$OUT/bench_$c.txt" || status=1
+    PYTHONUNBUFFERED=1 python3 bench/peers/torch_dense.py --config $c --lengths 32768,131072,262144 --decode 32 \
+      --out "$J" 2>&1 | tee "$OUT/peer_$c.txt" || status=1
+  done
+  for k in "$B"/bench_*; do
+    [[ $(basename "$k") == bench_cpu ]] && continue
+    "$k" > "$OUT/$(basename "$k").txt" 2>&1 || status=1
+  done
+  OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true
+fi
+
+if [[ $what == sweep ]]; then
+  J=$OUT/sweep.jsonl
+  "$B/sala" bench --preset minicpm-sala-9b --lengths 8k,32k,128k,256k,512k,1m,2m --decode 8 --out "$J" || status=1
+  for c in minicpm4-8b qwen3-8b; do
+    "$B/sala" bench --preset $c --lengths 8k,32k,128k,256k --decode 8 --out "$J" || status=1
+    python3 bench/peers/torch_dense.py --config $c --lengths 8192,32768,131072,262144 --decode 8 --out "$J" || status=1
+  done
+fi
+
 echo
 echo "== summary (card: $(cut -d, -f1 "$OUT/gpu.txt"), commit $(cat $DEV/commit))"
-printf '%-24s %s\n' "gpu tests" "$(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests.log" | tr '\n' ' ')"
-tail -2 "$OUT/bench_lightning_decode.txt"
+for s in "${summary[@]}"; do echo "$s"; done
+for f in "$OUT"/bench_sala9b.txt "$OUT"/bench_sala9b_b32.txt "$OUT"/bench_minicpm4-8b.txt "$OUT"/bench_qwen3-8b.txt; do
+  [[ -f $f ]] && grep -vE '^(bench:|prefill )' "$f" | tail -n +1
+done
+for f in "$OUT"/peer_*.txt; do [[ -f $f ]] && tail -4 "$f"; done
 exit $status

@@ -1,0 +1,206 @@
+#include "sala/backend/cuda/gemm.h"
+
+#include <cublasLt.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "sala/backend/cuda/cuda_check.h"
+#include "sala/core/error.h"
+
+namespace sala::cuda {
+
+namespace {
+
+// The largest power of two up to 16 that divides the address of every row (the base and the row stride in bytes):
+// cuBLASLt picks kernels by operand alignment.
+uint32_t alignment_of(const void* p, int64_t ld_bytes) {
+  const auto a = uint64_t(reinterpret_cast<uintptr_t>(p)) | uint64_t(ld_bytes);
+  uint32_t al = 16;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+struct Key {
+  int N, in, out, ldx, ldy;
+  bool f32;
+  uint32_t ax, aw, ay;
+  auto tie() const { return std::tie(N, in, out, ldx, ldy, f32, ax, aw, ay); }
+  bool operator<(const Key& o) const { return tie() < o.tie(); }
+};
+
+// Decode-sized products (few rows) are bound by the weight read, and the heuristic's first choice there is often not
+// the fastest: the first such call times the heuristic's candidates on its own operands and keeps the fastest.
+constexpr int kCandidates = 8, kTuneMaxRows = 64;
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first
+  bool tuned = false;
+};
+
+}  // namespace
+
+struct Gemm::Impl {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  std::map<Key, Plan> plans;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  bool tune_small = true;
+  mutable std::mutex mu;
+
+  ~Impl() {
+    for (auto& [k, p] : plans) {
+      if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+      if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+      if (p.d) cublasLtMatrixLayoutDestroy(p.d);
+      if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (workspace) cudaFree(workspace);
+    if (handle) cublasLtDestroy(handle);
+  }
+};
+
+namespace {
+
+std::string shape_text(const Key& k) {
+  return fmt::format("y ({} x {}, ld {}, {}) = x ({} x {}, ld {}) * w^T (w {} x {}); alignments x {} w {} y {}", k.N,
+                     k.out, k.ldy, k.f32 ? "f32" : "bf16", k.N, k.in, k.ldx, k.out, k.in, k.ax, k.aw, k.ay);
+}
+
+void check(cublasStatus_t st, const char* call, const Key* k) {
+  if (st == CUBLAS_STATUS_SUCCESS) return;
+  fail("cuBLASLt error {} ({}) in {}{}{}", int(st), cublasLtGetStatusString(st), call, k ? " for " : "",
+       k ? shape_text(*k) : std::string());
+}
+
+#define SALA_LT(call, key) check((call), #call, key)
+
+// Column-major view of the row-major product: y^T (out x N) = w (out x in, stored as in x out col-major, op T) times
+// x^T (in x N col-major, ld ldx).
+Plan make_plan(cublasLtHandle_t handle, size_t ws_bytes, const Key& k) {
+  Plan p;
+  const Key* kp = &k;
+  SALA_LT(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), kp);
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  SALA_LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), kp);
+  SALA_LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), kp);
+  SALA_LT(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, uint64_t(k.in), uint64_t(k.out), int64_t(k.in)), kp);
+  SALA_LT(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, uint64_t(k.in), uint64_t(k.N), int64_t(k.ldx)), kp);
+  SALA_LT(cublasLtMatrixLayoutCreate(&p.d, k.f32 ? CUDA_R_32F : CUDA_R_16BF, uint64_t(k.out), uint64_t(k.N),
+                                     int64_t(k.ldy)),
+          kp);
+  cublasLtMatmulPreference_t pref = nullptr;
+  SALA_LT(cublasLtMatmulPreferenceCreate(&pref), kp);
+  struct PrefGuard {
+    cublasLtMatmulPreference_t p;
+    ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+  } guard{pref};
+  const uint64_t ws = ws_bytes;
+  SALA_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), kp);
+  SALA_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k.aw, 4), kp);
+  SALA_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k.ax, 4), kp);
+  SALA_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k.ay, 4), kp);
+  SALA_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k.ay, 4), kp);
+  cublasLtMatmulHeuristicResult_t res[kCandidates] = {};
+  int found = 0;
+  SALA_LT(cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.d, p.d, pref, kCandidates, res, &found), kp);
+  for (int i = 0; i < found; ++i)
+    if (res[i].state == CUBLAS_STATUS_SUCCESS) p.candidates.push_back(res[i].algo);
+  if (p.candidates.empty()) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.d);
+    cublasLtMatmulDescDestroy(p.desc);
+    fail("cuBLASLt has no algorithm for {}", shape_text(k));
+  }
+  p.algo = p.candidates[0];
+  p.tuned = k.N > kTuneMaxRows || p.candidates.size() == 1;
+  return p;
+}
+
+}  // namespace
+
+Gemm::Gemm(size_t workspace_bytes, bool tune_small) : impl_(std::make_unique<Impl>()) {
+  impl_->tune_small = tune_small;
+  SALA_LT(cublasLtCreate(&impl_->handle), nullptr);
+  impl_->workspace_bytes = workspace_bytes;
+  if (workspace_bytes) SALA_CUDA_CHECK(cudaMalloc(&impl_->workspace, workspace_bytes));
+  SALA_CUDA_CHECK(cudaEventCreate(&impl_->e0));
+  SALA_CUDA_CHECK(cudaEventCreate(&impl_->e1));
+}
+
+Gemm::~Gemm() = default;
+
+size_t Gemm::cached_plans() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->plans.size();
+}
+
+void Gemm::matmul(__nv_bfloat16* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
+                  int out, cudaStream_t s) {
+  run(y, false, ldy, x, ldx, w, N, in, out, s);
+}
+
+void Gemm::matmul_f32(float* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
+                      int out, cudaStream_t s) {
+  run(y, true, ldy, x, ldx, w, N, in, out, s);
+}
+
+void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w, int N, int in, int out,
+               cudaStream_t s) {
+  const Key k{N,   in, out, ldx, ldy, f32, alignment_of(x, int64_t(ldx) * 2), alignment_of(w, int64_t(in) * 2),
+              alignment_of(y, int64_t(ldy) * (f32 ? 4 : 2))};
+  if (N < 0 || in <= 0 || out <= 0 || ldx < in || ldy < out)
+    throw InternalError(fmt::format("Gemm: bad shape {}", shape_text(k)));
+  if (N == 0) return;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->plans.find(k);
+  if (it == impl_->plans.end()) {
+    it = impl_->plans.emplace(k, make_plan(impl_->handle, impl_->workspace_bytes, k)).first;
+    if (!impl_->tune_small) it->second.tuned = true;
+  }
+  Plan& p = it->second;
+  const float alpha = 1.0f, beta = 0.0f;
+  auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
+    return cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo,
+                          impl_->workspace, impl_->workspace_bytes, s);
+  };
+  if (!p.tuned) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    SALA_CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
+    if (cap == cudaStreamCaptureStatusNone) {  // timing needs a synchronisation: never inside a graph capture
+      float best = 0;
+      size_t best_i = 0;
+      SALA_CUDA_CHECK(cudaStreamSynchronize(s));
+      for (size_t i = 0; i < p.candidates.size(); ++i) {
+        if (launch(p.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a refusal drops the candidate
+        float t = 0;
+        for (int rep = 0; rep < 3; ++rep) {
+          SALA_CUDA_CHECK(cudaEventRecord(impl_->e0, s));
+          SALA_LT(launch(p.candidates[i]), &k);
+          SALA_CUDA_CHECK(cudaEventRecord(impl_->e1, s));
+          SALA_CUDA_CHECK(cudaEventSynchronize(impl_->e1));
+          float ms = 0;
+          SALA_CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->e0, impl_->e1));
+          t = rep == 0 ? ms : std::min(t, ms);
+        }
+        if (best == 0 || t < best) best = t, best_i = i;
+      }
+      p.algo = p.candidates[best_i];
+      p.tuned = true;
+    }
+  }
+  SALA_LT(launch(p.algo), &k);
+}
+
+}  // namespace sala::cuda

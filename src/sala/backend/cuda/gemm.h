@@ -1,0 +1,43 @@
+// sala::cuda::Gemm: the dense projections of the CUDA backend on cuBLASLt. y (N, out) = x (N, in) · w^T with w
+// row-major (out, in) as in Hugging Face checkpoints (torch.nn.Linear), x and y row-major with row strides ldx / ldy
+// (a y may be a column slice of a wider buffer), bf16 operands, fp32 accumulation; the output is bf16 (activations)
+// or fp32 (the logits). One cuBLASLt handle and one workspace per object; a matmul descriptor, the three layouts and
+// the heuristic's algorithm are built once per shape (sizes, strides, output type, pointer alignments) and cached.
+// Products of at most 64 rows (decode: bound by the weight read) are tuned at their first call outside a graph
+// capture: the heuristic's candidates (up to 8) are timed on the call's own operands and the fastest is kept (the
+// call synchronises its stream once for that); the result is the chosen algorithm's, computed last.
+// Every cuBLASLt status is checked: a failure throws sala::Error naming the call and the shape.
+// Not for concurrent use from several host threads or streams (the workspace is shared).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <memory>
+
+namespace sala::cuda {
+
+class Gemm {
+ public:
+  explicit Gemm(size_t workspace_bytes = size_t(32) << 20, bool tune_small = true);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // y (N, out) bf16 = x (N, in) · w^T; ldy >= out, ldx >= in. N == 0 does nothing.
+  void matmul(__nv_bfloat16* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
+              int out, cudaStream_t s);
+  // The same product with an fp32 output (lm_head: logits).
+  void matmul_f32(float* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in, int out,
+                  cudaStream_t s);
+
+  size_t cached_plans() const;  // shapes planned so far (tests)
+
+ private:
+  struct Impl;
+  void run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w, int N, int in, int out,
+           cudaStream_t s);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sala::cuda
