@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(cmake ninja-build g++ pkg-config libgtest-dev libgmock-dev
       nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
       libpcre2-dev libutf8proc-dev libsentencepiece-dev sentencepiece
-      libcpp-httplib-dev libxxhash-dev clang libclang-rt-14-dev python3-torch python3-numpy)
+      libcpp-httplib-dev libxxhash-dev clang libclang-rt-14-dev python3-torch python3-numpy
+      python3-matplotlib)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
