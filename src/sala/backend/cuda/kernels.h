@@ -105,19 +105,26 @@ struct SelectArgs {
 // InfLLM-V2 block selection for the rows of sparse sequences (others are left untouched): stage-1 scores of each
 // query head against the visible K1 windows with the K2 log-sum-exp (stage1_visible_windows, the §4.9 rules), summed
 // over the heads of each KV group, max-pooled onto blocks, init and local blocks forced, top topk_total (ties to the
-// lower block), ascending, -1 padded. idx: (N, Hkv, topk_total). q: bf16 rows at q_off (Hq heads). workspace:
-// select_workspace_bytes() (fp32 scores).
-size_t select_workspace_bytes(int N, int Hkv, int max_windows);
+// lower block), ascending, -1 padded. idx: (N, Hkv, topk_total). q: bf16 rows at q_off (Hq heads). max_ctx: an
+// upper bound on pos + 1 over the step's rows (sizes the grid and the block-score rows). workspace, 16-byte aligned:
+// select_workspace_bytes(N, S, Hq, Hkv, max_ctx) bytes, enough for every step of at most N rows and that max_ctx
+// (fp32 block scores (N, Hkv, ceil(max_ctx / 64)) + K2 lse partials). Needs block == 64, stride == 16 (the K1/K2
+// page layout), Hq / Hkv <= 16, D 64 or 128.
+size_t select_workspace_bytes(int N, int S, int Hq, int Hkv, int max_ctx);
 void infllmv2_select(int32_t* idx, const bf16* x, int ld, int q_off, int Hq, int Hkv, int D, const bf16* k1,
-                     const bf16* k2, const SelectArgs& a, const StepRows& rows, void* workspace, cudaStream_t s);
+                     const bf16* k2, const SelectArgs& a, int max_ctx, const StepRows& rows, void* workspace,
+                     cudaStream_t s);
 
 // Softmax attention of each row's Hq query heads over its sequence's keys in the pages: causal over [0, pos] for dense
 // sequences; for sparse ones only the blocks in idx (row's Hkv lists, keys <= pos). The 16 (Hq/Hkv) query heads of a
 // KV group share the key tiles (they form the M dimension of the matrix unit). o: bf16 (N, Hq*D) stride ldo.
-// idx null: every sequence is dense.
+// idx null: every sequence is dense. max_ctx: an upper bound on pos + 1 over the step's rows (the tighter, the fewer
+// idle KV splits). workspace, 16-byte aligned: attention_workspace_bytes(N, S, Hq, Hkv, D, max_ctx) bytes, enough
+// for every step of at most N rows (split-KV partials, a few tens of MiB at most). D 64 or 128.
+size_t attention_workspace_bytes(int N, int S, int Hq, int Hkv, int D, int max_ctx);
 void attention(bf16* o, int ldo, const bf16* x, int ld, int q_off, int Hq, int Hkv, int D, const bf16* k_pages,
-               const bf16* v_pages, const int32_t* idx, int topk_total, float scale, const StepRows& rows,
-               cudaStream_t s);
+               const bf16* v_pages, const int32_t* idx, int topk_total, float scale, int max_ctx,
+               const StepRows& rows, void* workspace, cudaStream_t s);
 
 // ---- sampling ------------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,10 @@
+// Benchmark hooks of the attention kernels (not for the engine): force a variant so bench_attention can time the
+// alternatives on one card. 0 restores the automatic choice.
+#pragma once
+
+namespace sala::cuda {
+
+// CTA size (4 or 8 warps: 4 or 8 SALA rows per tile) of the tiled attention kernel (every launch but decode steps).
+void attention_warps_override(int warps);
+
+}  // namespace sala::cuda
