@@ -153,9 +153,12 @@ void Model::upload(const std::function<HostTensor(const TensorSpec&)>& source) {
   }
   if (!lm_head_) lm_head_ = embed_;  // tied
   be_->finish_weights();
+  // The default plan: one sequence of max_position_embeddings tokens; on a GPU at most 64K (a 2M-token dense cache
+  // would not fit): `plan` sizes it for the run (the CLI does so from --context).
   CachePlan plan;
   plan.max_seqs = 1;
-  plan.max_tokens = cfg_.max_position_embeddings;
+  plan.max_tokens = be_->device() == Device::CUDA ? std::min<int64_t>(cfg_.max_position_embeddings, 65536)
+                                                  : cfg_.max_position_embeddings;
   plan.max_step_rows = kDefaultChunk;
   this->plan(plan);
 }
@@ -169,7 +172,7 @@ void Model::plan(const CachePlan& p) {
 }
 
 SequenceState Model::new_state(int64_t max_len) const {
-  const int64_t n = max_len > 0 ? max_len : cfg_.max_position_embeddings;
+  const int64_t n = max_len > 0 ? max_len : std::min(cfg_.max_position_embeddings, plan_.max_tokens);
   return SequenceState(be_, be_->acquire_slot(n), n);
 }
 
