@@ -119,7 +119,7 @@ void Model::upload(const std::function<HostTensor(const TensorSpec&)>& source) {
   std::vector<HostTensor> parts;
   layers_.assign(size_t(cfg_.num_hidden_layers), LayerHandles{});
   std::vector<std::vector<HostTensor>> qkv(layers_.size()), gu(layers_.size());
-  std::vector<HostTensor> extra_qkv(layers_.size());  // o_gate / z: after q, k, v
+  std::vector<HostTensor> extra_qkv(layers_.size());  // o_gate / z: after q, k, v (by name: random ones have no data)
   for (const TensorSpec& s : tensor_specs(cfg_)) {
     const HostTensor t = source(s);
     if (s.layer < 0) {
@@ -147,7 +147,7 @@ void Model::upload(const std::function<HostTensor(const TensorSpec&)>& source) {
   for (size_t l = 0; l < layers_.size(); ++l) {
     auto& q = qkv[l];
     SALA_CHECK(q.size() == 3 && gu[l].size() == 2);
-    if (extra_qkv[l].data) q.push_back(extra_qkv[l]);
+    if (!extra_qkv[l].name.empty()) q.push_back(extra_qkv[l]);
     layers_[l].qkv = be_->add_matrix(q);
     layers_[l].gate_up = be_->add_matrix(gu[l]);
   }
