@@ -56,11 +56,6 @@ struct AttnParams {
   int ulist_cap;    // union list capacity = min(R * topk, nblk_max)
 };
 
-template <int D>
-constexpr int tile_bytes() {
-  return kPageTokens * D * 2;
-}
-
 // Shared memory: [stage 0: K | V][stage 1: K | V] then, for sparse launches, ulist (int), umask (u64), bitmap (u32).
 template <int D>
 size_t attn_smem_bytes(bool sparse, int ulist_cap, int nblk_max) {
@@ -72,7 +67,6 @@ size_t attn_smem_bytes(bool sparse, int ulist_cap, int nblk_max) {
 template <int D, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32) attn_kernel(AttnParams P) {
   constexpr int kThreads = kWarps * 32;
-  constexpr int kChunks = D / 8;  // 16-byte chunks per key row
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ RowTile s_tile;
   __shared__ int s_ok, s_maxpos, s_L;
@@ -194,13 +188,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(AttnParams P) {
   {
     const bf16* q0 = P.x + size_t(tile.row0 + (rvalid[0] ? rr[0] : 0)) * P.ld + P.q_off + size_t(head[0]) * D;
     const bf16* q1 = P.x + size_t(tile.row0 + (rvalid[1] ? rr[1] : 0)) * P.ld + P.q_off + size_t(head[1]) * D;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      qa[ks][0] = ld_pair(q0 + ks * 16 + 2 * tq, rvalid[0]);
-      qa[ks][1] = ld_pair(q1 + ks * 16 + 2 * tq, rvalid[1]);
-      qa[ks][2] = ld_pair(q0 + ks * 16 + 8 + 2 * tq, rvalid[0]);
-      qa[ks][3] = ld_pair(q1 + ks * 16 + 8 + 2 * tq, rvalid[1]);
-    }
+    load_q_frags<D>(qa, q0, q1, tq, rvalid[0], rvalid[1]);
   }
 
   float acc_o[D / 8][4];
@@ -211,30 +199,12 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(AttnParams P) {
   auto load_block = [&](int it, int st) {
     const int b = sparse ? ulist[it] : it;
     const size_t page = size_t(pt[b]);
-    const bf16* ksrc = P.kp + (page * P.Hkv + g) * kPageTokens * D;
-    const bf16* vsrc = P.vp + (page * P.Hkv + g) * kPageTokens * D;
-    const uint32_t kdst = smem_u32(stage_base + st * 2 * tile_bytes<D>());
-    const uint32_t vdst = kdst + tile_bytes<D>();
-    for (int c = tid; c < kPageTokens * kChunks; c += kThreads) {
-      const int row = c / kChunks, ch = c % kChunks;
-      const bool ok = b * kPageTokens + row <= maxpos;
-      const uint32_t off = tile_off<D>(row, ch);
-      cp_async16(kdst + off, ksrc + row * D + ch * 8, ok);
-      cp_async16(vdst + off, vsrc + row * D + ch * 8, ok);
-    }
-    cp_async_commit();
+    load_kv_page<D, kThreads>(smem_u32(stage_base + st * 2 * tile_bytes<D>()),
+                              P.kp + (page * P.Hkv + g) * kPageTokens * D, P.vp + (page * P.Hkv + g) * kPageTokens * D,
+                              b * kPageTokens, maxpos, tid);
   };
 
-  if (it_begin < it_end) load_block(it_begin, 0);
-  for (int it = it_begin; it < it_end; ++it) {
-    const int st = (it - it_begin) & 1;
-    if (it + 1 < it_end) {
-      load_block(it + 1, st ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  pipeline2(it_begin, it_end, load_block, [&](int it, int st) {
     const int b = sparse ? ulist[it] : it;
     bool in0 = rvalid[0], in1 = rvalid[1];
     if (sparse) {  // sparse tiles have R <= 64 rows
@@ -331,7 +301,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(AttnParams P) {
       }
     }
     __syncthreads();  // this stage is refilled by the next iteration's load
-  }
+  });
 
   // ---- epilogue ----
 #pragma unroll
@@ -427,7 +397,6 @@ __global__ void __launch_bounds__(128) attn_combine_kernel(bf16* __restrict__ o,
 template <int D>
 __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
   constexpr int kThreads = 128;
-  constexpr int kChunks = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ float red_m[4][16], red_l[4][16];
   __shared__ int s_L;
@@ -471,13 +440,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
   {
     const bf16* q0 = P.x + size_t(r) * P.ld + P.q_off + size_t(hvalid[0] ? head[0] : 0) * D;
     const bf16* q1 = P.x + size_t(r) * P.ld + P.q_off + size_t(hvalid[1] ? head[1] : 0) * D;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      qa[ks][0] = ld_pair(q0 + ks * 16 + 2 * tq, hvalid[0]);
-      qa[ks][1] = ld_pair(q1 + ks * 16 + 2 * tq, hvalid[1]);
-      qa[ks][2] = ld_pair(q0 + ks * 16 + 8 + 2 * tq, hvalid[0]);
-      qa[ks][3] = ld_pair(q1 + ks * 16 + 8 + 2 * tq, hvalid[1]);
-    }
+    load_q_frags<D>(qa, q0, q1, tq, hvalid[0], hvalid[1]);
   }
   float acc_o[D / 8][4];
 #pragma unroll
@@ -487,30 +450,11 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
   auto load_block = [&](int it, int st) {
     const int b = sparse ? ulist[it] : it;
     const size_t page = size_t(pt[b]);
-    const bf16* ksrc = P.kp + (page * P.Hkv + g) * kPageTokens * D;
-    const bf16* vsrc = P.vp + (page * P.Hkv + g) * kPageTokens * D;
-    const uint32_t kdst = smem_u32(smem + st * 2 * tile_bytes<D>());
-    const uint32_t vdst = kdst + tile_bytes<D>();
-    for (int c = tid; c < kPageTokens * kChunks; c += kThreads) {
-      const int row = c / kChunks, ch = c % kChunks;
-      const bool ok = b * kPageTokens + row <= pos;
-      const uint32_t off = tile_off<D>(row, ch);
-      cp_async16(kdst + off, ksrc + row * D + ch * 8, ok);
-      cp_async16(vdst + off, vsrc + row * D + ch * 8, ok);
-    }
-    cp_async_commit();
+    load_kv_page<D, kThreads>(smem_u32(smem + st * 2 * tile_bytes<D>()), P.kp + (page * P.Hkv + g) * kPageTokens * D,
+                              P.vp + (page * P.Hkv + g) * kPageTokens * D, b * kPageTokens, pos, tid);
   };
 
-  if (it_begin < it_end) load_block(it_begin, 0);
-  for (int it = it_begin; it < it_end; ++it) {
-    const int st = (it - it_begin) & 1;
-    if (it + 1 < it_end) {
-      load_block(it + 1, st ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  pipeline2(it_begin, it_end, load_block, [&](int it, int st) {
     const int b = sparse ? ulist[it] : it;
     if (b * kPageTokens + 16 * warp <= pos) {  // warp-uniform: some of this warp's 16 keys are visible
       const uint32_t kb = smem_u32(smem + st * 2 * tile_bytes<D>());
@@ -579,7 +523,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
       }
     }
     __syncthreads();
-  }
+  });
 
   // ---- merge the four warps' states (the stage buffers are free now) ----
 #pragma unroll

@@ -69,6 +69,62 @@ __device__ __forceinline__ uint32_t tile_off(int row, int chunk) {
   return uint32_t(row * (D * 2) + ((chunk ^ (row & 7)) << 4));
 }
 
+// Bytes of one 64-row key (or value) tile of head size D.
+template <int D>
+constexpr int tile_bytes() {
+  return kPageTokens * D * 2;
+}
+
+// The A fragments (m16n8k16) of two query rows q0, q1 over the whole head: thread tq's pairs of every 16-wide slice;
+// rows that are not valid read as zeros.
+template <int D>
+__device__ __forceinline__ void load_q_frags(uint32_t (&qa)[D / 16][4], const bf16* q0, const bf16* q1, int tq,
+                                             bool v0, bool v1) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    qa[ks][0] = ld_pair(q0 + ks * 16 + 2 * tq, v0);
+    qa[ks][1] = ld_pair(q1 + ks * 16 + 2 * tq, v1);
+    qa[ks][2] = ld_pair(q0 + ks * 16 + 8 + 2 * tq, v0);
+    qa[ks][3] = ld_pair(q1 + ks * 16 + 8 + 2 * tq, v1);
+  }
+}
+
+// One 64-token page of K and V (kv head rows of D) into a shared-memory stage at kdst (V right after K): keys at
+// positions past maxpos are zero-filled. first_pos: the page's first position. Commits the copies as one group.
+template <int D, int kThreads>
+__device__ __forceinline__ void load_kv_page(uint32_t kdst, const bf16* ksrc, const bf16* vsrc, int first_pos,
+                                             int maxpos, int tid) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per key row
+  const uint32_t vdst = kdst + tile_bytes<D>();
+  for (int c = tid; c < kPageTokens * kChunks; c += kThreads) {
+    const int row = c / kChunks, ch = c % kChunks;
+    const bool ok = first_pos + row <= maxpos;
+    const uint32_t off = tile_off<D>(row, ch);
+    cp_async16(kdst + off, ksrc + row * D + ch * 8, ok);
+    cp_async16(vdst + off, vsrc + row * D + ch * 8, ok);
+  }
+  cp_async_commit();
+}
+
+// Tiles [begin, end) through two shared-memory stages: load(t, stage) issues tile t's copies (one commit group);
+// body(t, stage) runs once tile t has landed and every thread has passed the barrier. The body must end with a barrier
+// of its own before its stage is refilled by the next load.
+template <class Load, class Body>
+__device__ __forceinline__ void pipeline2(int begin, int end, Load&& load, Body&& body) {
+  if (begin < end) load(begin, 0);
+  for (int t = begin; t < end; ++t) {
+    const int st = (t - begin) & 1;
+    if (t + 1 < end) {
+      load(t + 1, st ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    body(t, st);
+  }
+}
+
 // Stage-1 visibility (cpu::stage1_visible_windows, sala-model.md §4.9 item 1).
 __device__ __forceinline__ int visible_windows(int pos, int call_len, int stride) {
   const int kernel = 2 * stride;

@@ -64,13 +64,7 @@ __device__ __forceinline__ void load_q(uint32_t (&qa)[D / 16][4], const S1Params
   const int tq = threadIdx.x & 3;
   const bf16* q0 = P.x + size_t(R.valid ? R.row : 0) * P.ld + P.q_off + size_t(R.hvalid[0] ? R.head[0] : 0) * D;
   const bf16* q1 = P.x + size_t(R.valid ? R.row : 0) * P.ld + P.q_off + size_t(R.hvalid[1] ? R.head[1] : 0) * D;
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks) {
-    qa[ks][0] = ld_pair(q0 + ks * 16 + 2 * tq, R.hvalid[0]);
-    qa[ks][1] = ld_pair(q1 + ks * 16 + 2 * tq, R.hvalid[1]);
-    qa[ks][2] = ld_pair(q0 + ks * 16 + 8 + 2 * tq, R.hvalid[0]);
-    qa[ks][3] = ld_pair(q1 + ks * 16 + 8 + 2 * tq, R.hvalid[1]);
-  }
+  load_q_frags<D>(qa, q0, q1, tq, R.hvalid[0], R.hvalid[1]);
 }
 
 // s = Q K^T for the warp's 16 rows against the 64 rows of the swizzled tile at kb.
@@ -167,16 +161,7 @@ __global__ void __launch_bounds__(kS1Threads) stage1_lse_kernel(S1Params P) {
     }
     cp_async_commit();
   };
-  if (t_begin < t_end) load(t_begin, 0);
-  for (int t = t_begin; t < t_end; ++t) {
-    const int st = (t - t_begin) & 1;
-    if (t + 1 < t_end) {
-      load(t + 1, st ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  pipeline2(t_begin, t_end, load, [&](int t, int st) {
     if (R.n2 > t * 64) {  // warp-uniform
       float s[8][4];
       qk_tile<D>(s, qa, smem_u32(tiles[st]));
@@ -204,7 +189,7 @@ __global__ void __launch_bounds__(kS1Threads) stage1_lse_kernel(S1Params P) {
         for (int e = 0; e < 4; ++e) l[e >> 1] += exp2f(s[j][e] - m[e >> 1]);
     }
     __syncthreads();
-  }
+  });
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
@@ -262,16 +247,7 @@ __global__ void __launch_bounds__(kS1Threads) stage1_score_kernel(S1Params P) {
     }
     cp_async_commit();
   };
-  if (t_begin < t_end) load(t_begin, 0);
-  for (int t = t_begin; t < t_end; ++t) {
-    const int st = (t - t_begin) & 1;
-    if (t + 1 < t_end) {
-      load(t + 1, st ^ 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  pipeline2(t_begin, t_end, load, [&](int t, int st) {
     const bool active = R.n2 > 0 && R.n1 > t * 64;  // warp-uniform
     float colsum[8][2];
     if (active) {
@@ -320,7 +296,7 @@ __global__ void __launch_bounds__(kS1Threads) stage1_score_kernel(S1Params P) {
     __syncwarp();
     if (lane == 0) cs[warp][0] = cs[warp][64];
     __syncthreads();
-  }
+  });
 }
 
 __device__ __forceinline__ uint32_t order_key(float f) {
