@@ -170,6 +170,8 @@ class Backend {
   virtual void gather_rows(Act dst, const Act& src, std::span<const int32_t> rows) = 0;
   // To the host as f32 (for logits and traces); idx: the last selection as int32 (N, Hkv, K).
   virtual void read(std::vector<float>& out, const Act& a) = 0;
+  // From the host (rows x cols f32, converted to the view's dtype): the ops harness feeds inputs this way.
+  virtual void write(Act a, std::span<const float> host) = 0;
   virtual void read_selection(std::vector<int32_t>& out) = 0;
   // Lightning state of the first sequence of the step for `layer` (traces): (H, D, D) f32.
   virtual void read_state(std::vector<float>& out, int layer, int slot) = 0;

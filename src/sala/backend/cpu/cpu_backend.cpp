@@ -120,6 +120,11 @@ class CpuBackend final : public Backend {
   void attention(Act o, const Act& x, int64_t q_off, int64_t Hq, int layer, float scale, int64_t block) override;
   void gather_rows(Act dst, const Act& src, std::span<const int32_t> rows) override;
   void read(std::vector<float>& out, const Act& a) override;
+  void write(Act a, std::span<const float> host) override {
+    SALA_CHECK(host.size() == size_t(a.rows * a.cols));
+    for (int64_t r = 0; r < a.rows; ++r)
+      std::memcpy(f32(a) + r * a.ld, host.data() + r * a.cols, size_t(a.cols) * sizeof(float));
+  }
   void read_selection(std::vector<int32_t>& out) override { out = sel_; }
   Peaks measure_peaks() override;
   void read_state(std::vector<float>& out, int layer, int slot) override {

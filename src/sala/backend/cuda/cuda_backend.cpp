@@ -298,6 +298,15 @@ class CudaBackend final : public Backend {
     out.resize(n);
     convert_to_f32(out.data(), raw.data(), a.dtype, n);
   }
+  void write(Act a, std::span<const float> host) override {
+    SALA_CHECK(host.size() == size_t(a.rows * a.cols));
+    const size_t es = dtype_size(a.dtype), n = host.size();
+    std::vector<std::byte> raw(n * es);
+    convert_from_f32(raw.data(), host.data(), a.dtype, n);
+    SALA_CUDA_CHECK(cudaMemcpy2DAsync(a.data, size_t(a.ld) * es, raw.data(), size_t(a.cols) * es, size_t(a.cols) * es,
+                                      size_t(a.rows), cudaMemcpyHostToDevice, stream_));
+    SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
   void read_selection(std::vector<int32_t>& out) override {
     out.assign(size_t(n_rows_) * size_t(sel_Hkv_ * sel_K_), -1);
     if (!sel_valid_) return;
