@@ -112,7 +112,6 @@ void add_model_commands(CLI::App& app) {
     add_device_option(cmd, device);
     cmd->callback([] {
       const Device d = parse_device(device);
-      if (ctx < 0) fail_usage("--context = {} must be positive", ctx);
       if (!model.empty() && !preset.empty()) fail_usage("give a model or --preset, not both");
       ModelConfig c = resolve_config(model, preset);
       const int64_t n = context_limit(c, ctx);

@@ -27,6 +27,13 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float std = 1.0f) {
   for (auto& x : v) x = float(r.normal()) * std;
   return v;
 }
+// n token ids uniform in [0, vocab), deterministic per seed.
+inline std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  Rng r(seed);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = int32_t(r.below(uint64_t(vocab)));
+  return v;
+}
 inline std::vector<double> to_f64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
 
 // max |a-b| / max(max|b|, tiny): scale-aware error against a reference.

@@ -24,13 +24,6 @@ bool cuda_available(std::string* why) {
     if (!cuda_available(&why_)) GTEST_SKIP() << why_;      \
   } while (0)
 
-std::vector<int32_t> ids_of(int64_t n, uint64_t seed, int64_t vocab) {
-  Rng r(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(r.below(uint64_t(vocab)));
-  return v;
-}
-
 // Relative error of the logits and agreement of their argmax (the greedy token).
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
@@ -55,7 +48,7 @@ TEST(CudaModel, PrefillInChunksThenDecodeMatchesCpuOnBothSidesOfDenseLen) {
   Pair p = make_pair("sala-tiny64", 3);  // dense_len 512
   const int64_t V = p.cpu.config().vocab_size;
   for (int64_t n : {int64_t(300), int64_t(700), int64_t(1023)}) {  // dense; sparse; 1023 = 15 (mod 16) off-by-one
-    const auto ids = ids_of(n, uint64_t(n), V);
+    const auto ids = test::random_ids(n, V, uint64_t(n));
     SequenceState a = p.cpu.new_state();
     const auto want = p.cpu.prefill(ids, a, 0, nullptr, true);
     for (int64_t chunk : {int64_t(0), int64_t(64), int64_t(129)}) {
@@ -76,7 +69,7 @@ TEST(CudaModel, PrefillInChunksThenDecodeMatchesCpuOnBothSidesOfDenseLen) {
 TEST(CudaModel, BlockSelectionsAgreeUpToNearTies) {
   REQUIRE_CUDA();
   Pair p = make_pair("sala-tiny64", 4);
-  const auto ids = ids_of(900, 9, p.cpu.config().vocab_size);
+  const auto ids = test::random_ids(900, p.cpu.config().vocab_size, 9);
   SequenceState a = p.cpu.new_state(), b = p.gpu.new_state();
   Trace ta, tb;
   p.cpu.prefill(ids, a, 0, &ta);
@@ -108,8 +101,8 @@ TEST(CudaModel, AVarlenBatchGivesEachSequenceWhatItGetsAlone) {
   REQUIRE_CUDA();
   Pair p = make_pair("sala-tiny64", 5);
   const int64_t V = p.cpu.config().vocab_size;
-  const std::vector<std::vector<int32_t>> prompts = {ids_of(700, 1, V), ids_of(40, 2, V), ids_of(1, 3, V),
-                                                     ids_of(513, 4, V)};
+  const std::vector<std::vector<int32_t>> prompts = {test::random_ids(700, V, 1), test::random_ids(40, V, 2), test::random_ids(1, V, 3),
+                                                     test::random_ids(513, V, 4)};
   Model& g = p.gpu;
   CachePlan plan;
   plan.max_seqs = 4;
@@ -152,7 +145,7 @@ TEST(CudaModel, DenseTeacherAndSmallSalaMatchCpu) {
     const ModelConfig c = preset_config(preset);
     if (c.dense_head_dim() != 64 && c.dense_head_dim() != 128 && !c.is_sala()) continue;  // kernel head sizes
     Pair p = make_pair(preset, 6);
-    const auto ids = ids_of(333, 7, c.vocab_size);
+    const auto ids = test::random_ids(333, c.vocab_size, 7);
     SequenceState a = p.cpu.new_state(), b = p.gpu.new_state();
     expect_close(p.gpu.prefill(ids, b), p.cpu.prefill(ids, a), 3e-2, std::string(preset) + " prefill");
     expect_close(p.gpu.decode(11, b), p.cpu.decode(11, a), 3e-2, std::string(preset) + " decode");

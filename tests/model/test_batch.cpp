@@ -11,13 +11,6 @@ using namespace sala;
 
 namespace {
 
-std::vector<int32_t> ids_of(int64_t n, uint64_t seed, int64_t vocab) {
-  Rng r(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(r.below(uint64_t(vocab)));
-  return v;
-}
-
 // A sequence's script: prompt chunks, then single decode tokens; alone() runs it on its own.
 struct Script {
   std::vector<int32_t> prompt;
@@ -84,11 +77,11 @@ TEST(Batch, EverySequenceGetsBitwiseWhatItGetsAlone) {
   const Model m(c, random_weights(c, 21));
   const int64_t V = c.vocab_size;
   const std::vector<Script> scripts = {
-      {ids_of(150, 1, V), 64, ids_of(5, 2, V)},  // sparse prefill in 3 chunks, then decodes
-      {ids_of(60, 3, V), 60, ids_of(9, 4, V)},   // dense prefill in one chunk
-      {ids_of(1, 5, V), 1, ids_of(12, 6, V)},    // a 1-token prompt: decodes from the first step on
-      {ids_of(131, 7, V), 20, ids_of(3, 8, V)},  // sparse; 131 = 3 (mod 4): the stage-1 off-by-one (stride 4)
-      {ids_of(127, 9, V), 127, {}},              // just below dense_len
+      {test::random_ids(150, V, 1), 64, test::random_ids(5, V, 2)},  // sparse prefill in 3 chunks, then decodes
+      {test::random_ids(60, V, 3), 60, test::random_ids(9, V, 4)},   // dense prefill in one chunk
+      {test::random_ids(1, V, 5), 1, test::random_ids(12, V, 6)},    // a 1-token prompt: decodes from the first step on
+      {test::random_ids(131, V, 7), 20, test::random_ids(3, V, 8)},  // sparse; 131 = 3 (mod 4): the stage-1 off-by-one (stride 4)
+      {test::random_ids(127, V, 9), 127, {}},              // just below dense_len
   };
   const auto batched = together(m, scripts);
   for (size_t i = 0; i < scripts.size(); ++i) {
@@ -106,7 +99,7 @@ TEST(Batch, StoredBf16WeightsGiveBitwiseTheLogitsOfFp32Copies) {
   save_model(c, random_weights(c, 4), tmp.str(), DType::BF16);
   const Model mapped = Model::load(tmp.str());
   const Model copies(c, mapped.weights());
-  const auto ids = ids_of(200, 11, c.vocab_size);  // sparse: every op runs
+  const auto ids = test::random_ids(200, c.vocab_size, 11);  // sparse: every op runs
   SequenceState a = mapped.new_state(), b = copies.new_state();
   EXPECT_EQ(mapped.prefill(ids, a, 0, nullptr, true), copies.prefill(ids, b, 0, nullptr, true));
   EXPECT_EQ(mapped.decode(3, a), copies.decode(3, b));
@@ -151,7 +144,7 @@ TEST(Batch, RandomModelsMadeByTheBackendHaveEveryProjection) {
     const ModelConfig c = preset_config(preset);
     const Model m = Model::random(c, 3, Device::CPU);
     SequenceState st = m.new_state();
-    const auto ids = ids_of(200, 1, c.vocab_size);  // sparse for sala-tiny
+    const auto ids = test::random_ids(200, c.vocab_size, 1);  // sparse for sala-tiny
     const auto logits = m.prefill(ids, st);
     ASSERT_EQ(int64_t(logits.size()), c.vocab_size);
     for (float x : logits) ASSERT_TRUE(std::isfinite(x)) << preset;

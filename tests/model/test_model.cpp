@@ -12,16 +12,11 @@ using namespace sala;
 
 namespace {
 
+using test::random_ids;
+
 Model make_model(const std::string& preset, uint64_t seed = 7) {
   ModelConfig c = preset_config(preset);
   return Model(c, random_weights(c, seed));
-}
-
-std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  Rng r(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(r.below(uint64_t(vocab)));
-  return v;
 }
 
 // Logits of rows N-k..N-1 from one prefill vs prefill(N-k) then k decodes.

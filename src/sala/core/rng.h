@@ -36,6 +36,15 @@ class Rng {
     return a;
   }
   uint64_t below(uint64_t n) { return next() % n; }
+  // out[0..n) = std x standard normals, both of each Box-Muller pair used.
+  void fill_normal(float* out, int64_t n, float std) {
+    for (int64_t i = 0; i < n; i += 2) {
+      double a, b;
+      normal_pair(a, b);
+      out[i] = float(a) * std;
+      if (i + 1 < n) out[i + 1] = float(b) * std;
+    }
+  }
 
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -79,13 +79,10 @@ Model::Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device)
 }
 
 Model Model::random(ModelConfig c, uint64_t seed, Device device) {
-  Model m(std::move(c), std::unique_ptr<io::Checkpoint>(), device, seed);
-  return m;
+  return Model(std::move(c), device, seed);
 }
 
-Model::Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device, uint64_t seed)
-    : cfg_(std::move(c)), be_(make_backend(device)) {
-  (void)ck;
+Model::Model(ModelConfig c, Device device, uint64_t seed) : cfg_(std::move(c)), be_(make_backend(device)) {
   const float std = float(cfg_.initializer_range);
   upload([&](const TensorSpec& s) {
     HostTensor t = host_view(s, DType::F32, nullptr);
@@ -193,10 +190,14 @@ void Model::check_ids(std::span<const int32_t> ids) const {
       fail("token id {} at input position {} is outside the vocabulary [0, {})", ids[t], t, V);
 }
 
-void Model::begin_call(SequenceState& st, int64_t len) const {
+void Model::check_state(const SequenceState& st) const {
   if (st.poisoned) fail("forward: this sequence's state is inconsistent after a failed call; reset it first");
   if (st.backend() != be_.get() || !st.valid())
     fail("forward: the sequence state was created for a different model config");
+}
+
+void Model::begin_call(SequenceState& st, int64_t len) const {
+  check_state(st);
   if (len <= 0) fail("forward: empty input (no tokens)");
   if (st.pos + len > st.max_len)
     fail("prompt of {} tokens (+{} cached) exceeds the context limit of {} tokens", len, st.pos, st.max_len);
@@ -208,9 +209,7 @@ void Model::check_item(const Item& it) const {
   const SequenceState& st = *it.st;
   const int64_t n = int64_t(it.ids.size()), pos0 = st.pos;
   if (n == 0) fail("forward: empty input (no tokens)");
-  if (st.poisoned) fail("forward: this sequence's state is inconsistent after a failed call; reset it first");
-  if (st.backend() != be_.get() || !st.valid())
-    fail("forward: the sequence state was created for a different model config");
+  check_state(st);
   if (st.call.len == 0) fail("forward: no call is open for this sequence (Model::begin_call)");
   if (pos0 < st.call.pos0 || pos0 + n > st.call.end())
     fail("forward: tokens at positions [{}, {}) lie outside their call [{}, {})", pos0, pos0 + n, st.call.pos0,
@@ -225,10 +224,8 @@ std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& s
                                   bool all_rows, const std::function<void(int64_t, int64_t)>& progress) const {
   const int64_t n = int64_t(ids.size());
   if (n == 0) fail("prefill: empty prompt");
-  if (st.backend() == be_.get() && st.pos + n > st.max_len)
-    fail("prompt of {} tokens (+{} cached) exceeds the context limit of {} tokens", n, st.pos, st.max_len);
-  check_ids(ids);  // the whole prompt before its first chunk touches the state
-  begin_call(st, n);
+  check_ids(ids);     // the whole prompt before its first chunk touches the state
+  begin_call(st, n);  // the state, the context limit
   if (chunk <= 0) chunk = kDefaultChunk;
   if (be_->device() == Device::CUDA) chunk = std::min(chunk, plan_.max_step_rows);  // step buffers are planned
   std::vector<float> out, part;

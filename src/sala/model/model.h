@@ -93,9 +93,10 @@ class Model {
     Mat o, gate_up, down;
   };
   Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device);
-  Model(ModelConfig c, std::unique_ptr<io::Checkpoint> ck, Device device, uint64_t seed);  // random weights
+  Model(ModelConfig c, Device device, uint64_t seed);  // random weights made by the backend
   void upload(const std::function<HostTensor(const TensorSpec&)>& source);
   void check_ids(std::span<const int32_t> ids) const;
+  void check_state(const SequenceState& st) const;  // not poisoned, made by this model
   void check_item(const Item& it) const;
   void run_step(const Step& step, std::span<const Item> items, Trace* tr) const;
   void mixer(int l, const LayerHandles& L, const Act& xn, Act out, const Step& step, Trace* tr) const;

@@ -191,13 +191,7 @@ void fill_random(const TensorSpec& s, float std, uint64_t seed, float* out) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     Rng rng(h + uint64_t(r) * 0x9e3779b97f4a7c15ull);
-    float* o = out + r * cols;
-    for (int64_t i = 0; i < cols; i += 2) {  // Box-Muller gives two normals per draw: use both
-      double a, b;
-      rng.normal_pair(a, b);
-      o[i] = float(a) * std;
-      if (i + 1 < cols) o[i + 1] = float(b) * std;
-    }
+    rng.fill_normal(out + r * cols, cols, std);
   }
 }
 

@@ -143,13 +143,7 @@ class CpuBackend final : public Backend {
     if (t.random_std == 0) {
       std::fill(v.begin(), v.end(), 1.0f);
     } else {
-      Rng r(t.random_seed);
-      for (size_t i = 0; i < v.size(); i += 2) {
-        double a, b;
-        r.normal_pair(a, b);
-        v[i] = float(a) * t.random_std;
-        if (i + 1 < v.size()) v[i + 1] = float(b) * t.random_std;
-      }
+      Rng(t.random_seed).fill_normal(v.data(), int64_t(v.size()), t.random_std);
     }
     HostTensor h = t;
     h.dtype = DType::F32;
@@ -162,7 +156,6 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> vecs_;
   std::vector<std::vector<float>> scratch_;
   std::vector<LayerSpec> specs_;
-  int64_t bytes_per_token_ = 0, bytes_per_seq_ = 0;
   std::vector<Slot> slots_;
   const Step* step_ = nullptr;
   std::vector<int32_t> sel_;  // last selection, (N, Hkv, K)
@@ -177,8 +170,7 @@ void CpuBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
   for (const Slot& s : slots_)
     if (s.used) fail("cache plan: sequences of the old plan are still alive");
   specs_.assign(size_t(c.num_hidden_layers), LayerSpec{});
-  bytes_per_token_ = 0;
-  bytes_per_seq_ = 0;
+  int64_t bytes_per_token = 0, bytes_per_seq = 0;
   for (size_t l = 0; l < specs_.size(); ++l) {
     LayerSpec& s = specs_[l];
     s.kind = c.layer_kinds[l];
@@ -188,24 +180,24 @@ void CpuBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
         s.head_dim = c.sparse_head_dim();
         s.k1_kernel = c.sparse.kernel_size;
         s.k1_stride = c.sparse.kernel_stride;
-        bytes_per_token_ += 2 * s.kv_heads * s.head_dim * 4;
-        bytes_per_token_ += s.kv_heads * s.head_dim * 4 * 5 / (4 * s.k1_stride);  // K1 + K2 windows
+        bytes_per_token += 2 * s.kv_heads * s.head_dim * 4;
+        bytes_per_token += s.kv_heads * s.head_dim * 4 * 5 / (4 * s.k1_stride);  // K1 + K2 windows
         break;
       case LayerKind::Dense:
         s.kv_heads = c.num_key_value_heads;
         s.head_dim = c.dense_head_dim();
-        bytes_per_token_ += 2 * s.kv_heads * s.head_dim * 4;
+        bytes_per_token += 2 * s.kv_heads * s.head_dim * 4;
         break;
       case LayerKind::Lightning:
         s.state_heads = c.lightning_heads();
         s.state_dim = c.lightning_dim();
-        bytes_per_seq_ += s.state_heads * s.state_dim * s.state_dim * 4;
+        bytes_per_seq += s.state_heads * s.state_dim * s.state_dim * 4;
         break;
     }
   }
   // The CPU cache grows with the tokens it holds; refuse up front what could never fit in this machine's memory.
   const int64_t tokens = p.total_tokens > 0 ? p.total_tokens : p.max_seqs * p.max_tokens;
-  const double need = double(tokens) * double(bytes_per_token_) + double(p.max_seqs) * double(bytes_per_seq_);
+  const double need = double(tokens) * double(bytes_per_token) + double(p.max_seqs) * double(bytes_per_seq);
   const double have = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
   if (have > 0 && need > have)
     fail("the cache for {} sequences of {} tokens needs {:.2f} GiB of fp32 KV and state, more than this machine's "

@@ -384,11 +384,9 @@ class CudaBackend final : public Backend {
   int32_t* d_tokens_ = nullptr;
   int32_t* d_gather_ = nullptr;
   int32_t* h_gather_ = nullptr;
-  std::vector<int32_t> host_step_;
   int32_t* h_step_ = nullptr;  // pinned mirror of step_buf_
   size_t step_ints_ = 0;
   int max_ctx_ = 0, n_rows_ = 0;
-  int64_t max_logit_rows_ = 0;
   bool any_sparse_ = false, sel_valid_ = false;
   mutable int64_t peak_ = 0;
   int sel_K_ = 0, sel_Hkv_ = 0;
@@ -476,9 +474,8 @@ void CudaBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
   // activations: residual f32, normed, q|k|v|gate, attention out, mlp, gate|up, logits of every row of a step
   const int64_t hid = c.hidden_size, qkv = c.num_attention_heads * std::max(c.head_dim, c.hidden_size / Hq) * 4,
                 act_cols = hid * 4 + 2 * qkv + 3 * c.intermediate_size, V = c.vocab_size;
-  max_logit_rows_ = np.max_step_rows;
   const size_t act_bytes = size_t(N) * size_t(act_cols) * 2 + size_t(N) * size_t(hid) * 8 +
-                           size_t(max_logit_rows_) * size_t(V) * 4;
+                           size_t(np.max_step_rows) * size_t(V) * 4;
   step_ints_ = size_t(3 * N + 6 * S + 2 + p.max_seqs * pages_per_seq_ + N);
   const size_t need = kv_bytes + state_bytes + idx_bytes + ws + act_bytes + step_ints_ * 4;
   size_t free_b = 0, total_b = 0;
