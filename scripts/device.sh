@@ -4,6 +4,7 @@
 #                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default) | tests | bench | sweep.
 #                                      tests: GPU tests, then compute-sanitizer memcheck + racecheck on a quick subset;
+#                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
 #                                      bench: sala bench (SALA-9B, the dense baselines) beside the PyTorch peer, the
 #                                      kernel benchmarks, bench_cpu on the host's cores;
 #                                      sweep: TTFT / memory from 8K to 1M (2M for SALA) for the plot.
@@ -50,16 +51,22 @@ summary=()
 if [[ $what == all || $what == tests ]]; then
   "$B/sala_cuda_tests" > "$OUT/gpu_tests.log" 2>&1 || status=1
   summary+=("gpu tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests.log" | tr '\n' ' ')")
-  # the sanitizers on a quick subset (the kernels' small cases and the tiny model batch)
-  filt='CudaModel.AVarlenBatch*:*Small*:*Tiny*'
+  # the sanitizers on a quick subset (the ops harness on the GPU, the kernels' small cases, recorded decode steps and
+  # GPU draws), each under a deadline so a slow tool cannot eat the session
+  declare -A filt=(
+    [memcheck]='Every/BackendOps.*/cuda:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*'
+    [racecheck]='Every/BackendOps.*/cuda:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
   for tool in memcheck racecheck; do
-    if compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="$filt" \
+    if timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="${filt[$tool]}" \
         > "$OUT/sanitizer_$tool.log" 2>&1; then
       summary+=("compute-sanitizer $tool: clean ($(grep -c '^\[       OK' "$OUT/sanitizer_$tool.log") tests)")
     else
+      rc=$?
       status=1
-      summary+=("compute-sanitizer $tool: FAILED (see sanitizer_$tool.log)")
+      [[ $rc == 124 ]] && summary+=("compute-sanitizer $tool: TIMED OUT after 170 s ($(grep -c '^\[       OK' "$OUT/sanitizer_$tool.log") tests done)") \
+                       || summary+=("compute-sanitizer $tool: FAILED rc $rc (see sanitizer_$tool.log)")
     fi
+    tail -c 200000 "$OUT/sanitizer_$tool.log" > "$OUT/sanitizer_$tool.tail" && mv "$OUT/sanitizer_$tool.tail" "$OUT/sanitizer_$tool.log"
   done
 fi
 
@@ -77,6 +84,20 @@ if [[ $what == all || $what == bench ]]; then
     "$k" > "$OUT/$(basename "$k").txt" 2>&1 || status=1
   done
   OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true
+fi
+
+if [[ $what == all || $what == graphs ]]; then
+  J=$OUT/bench_graphs.jsonl
+  for g in 1 0; do
+    SALA_CUDA_GRAPHS=$g "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$J" 2>&1 \
+      | tee "$OUT/bench_graphs_$g.txt" || status=1
+    SALA_CUDA_GRAPHS=$g "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 \
+      | tee "$OUT/bench_graphs_b32_$g.txt" || status=1
+  done
+  summary+=("decode with CUDA graphs (1) and without (0), SALA-9B at 32K:")
+  for g in 1 0; do
+    summary+=("  graphs=$g b1: $(grep -E '^minicpm' "$OUT/bench_graphs_$g.txt" | awk '{print $7" tok/s"}') b32: $(grep -E '^minicpm' "$OUT/bench_graphs_b32_$g.txt" | awk '{print $7" tok/s"}')")
+  done
 fi
 
 if [[ $what == sweep ]]; then

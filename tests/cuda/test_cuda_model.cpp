@@ -3,9 +3,12 @@
 // compared by score margin (bf16 flips near-ties), logits within bf16 tolerance.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "sala/backend/cuda/cuda_backend.h"
 #include "sala/model/model.h"
 #include "sala/model/presets.h"
+#include "sala/runtime/generate.h"
 #include "test_util.h"
 
 using namespace sala;
@@ -137,6 +140,149 @@ TEST(CudaModel, AVarlenBatchGivesEachSequenceWhatItGetsAlone) {
     p.cpu.prefill(prompts[i], a);
     expect_close(logits[i], p.cpu.decode(next[i][0], a), 3e-2, "decode of sequence " + std::to_string(i));
   }
+}
+
+// Decode steps are recorded as CUDA graphs from the second step of a shape on (cuda_backend.cpp): a replay must give
+// bitwise the logits of eager steps (SALA_CUDA_GRAPHS=0), across the dense -> sparse switch (dense_len 512), across a
+// context bucket (1024 -> 1152) and for a batch of sequences decoding together, and stay close to the CPU.
+TEST(CudaModel, DecodeGraphsGiveTheEagerLogitsBitwise) {
+  REQUIRE_CUDA();
+  const ModelConfig c = preset_config("sala-tiny64");
+  Weights w = random_weights(c, 12);
+  Model cpu(c, w);
+  setenv("SALA_CUDA_GRAPHS", "0", 1);
+  Model eager(c, w, Device::CUDA);
+  unsetenv("SALA_CUDA_GRAPHS");
+  Model graph(c, std::move(w), Device::CUDA);
+  const int64_t V = c.vocab_size;
+  for (int64_t n : {int64_t(500), int64_t(1010)}) {
+    const auto ids = test::random_ids(n, V, uint64_t(n) + 1);
+    SequenceState a = cpu.new_state(), e = eager.new_state(), g = graph.new_state();
+    cpu.prefill(ids, a);
+    eager.prefill(ids, e);
+    graph.prefill(ids, g);
+    for (int k = 0; k < 40; ++k) {
+      const int32_t id = int32_t((k * 53 + 9) % V);
+      const auto le = eager.decode(id, e), lg = graph.decode(id, g), lc = cpu.decode(id, a);
+      ASSERT_EQ(le, lg) << "graph replay differs from the eager step at decode " << k << " after " << n;
+      expect_close(lg, lc, 3e-2, "decode " + std::to_string(k) + " after " + std::to_string(n));
+    }
+  }
+  // a batch of three sequences of different lengths, decoding together
+  CachePlan plan;
+  plan.max_seqs = 3;
+  plan.max_tokens = 2048;
+  plan.max_step_rows = 512;
+  eager.plan(plan);
+  graph.plan(plan);
+  std::vector<SequenceState> se, sg;
+  const int64_t lens[3] = {20, 600, 300};
+  for (int i = 0; i < 3; ++i) {
+    se.push_back(eager.new_state(2048));
+    sg.push_back(graph.new_state(2048));
+    const auto ids = test::random_ids(lens[i], V, uint64_t(i) + 40);
+    eager.prefill(ids, se.back());
+    graph.prefill(ids, sg.back());
+  }
+  for (int k = 0; k < 12; ++k) {
+    std::vector<std::vector<float>> le(3), lg(3);
+    std::vector<std::vector<int32_t>> next(3);
+    std::vector<Model::Item> ie, ig;
+    for (int i = 0; i < 3; ++i) {
+      next[size_t(i)] = {int32_t((k * 7 + i * 3 + 1) % V)};
+      eager.begin_call(se[size_t(i)], 1);
+      graph.begin_call(sg[size_t(i)], 1);
+      ie.push_back({&se[size_t(i)], next[size_t(i)], false, &le[size_t(i)]});
+      ig.push_back({&sg[size_t(i)], next[size_t(i)], false, &lg[size_t(i)]});
+    }
+    eager.step(ie);
+    graph.step(ig);
+    for (int i = 0; i < 3; ++i) {
+      Model::end_call(se[size_t(i)]);
+      Model::end_call(sg[size_t(i)]);
+      ASSERT_EQ(le[size_t(i)], lg[size_t(i)]) << "batched decode " << k << ", sequence " << i;
+    }
+  }
+}
+
+// Tokens drawn on the GPU (Backend::sample through Model::Draw): greedy gives the host Sampler's tokens in generate;
+// random draws are reproducible from the seed; a batch of draws in one step gives each row the argmax of its logits.
+TEST(CudaModel, DrawsOnTheGpuAgreeWithTheHostSampler) {
+  REQUIRE_CUDA();
+  Pair p = make_pair("sala-tiny64", 13);
+  Model& g = p.gpu;
+  ASSERT_TRUE(g.samples_on_device());
+  const int64_t V = g.config().vocab_size;
+  const auto prompt = test::random_ids(600, V, 21);
+  GenerateOptions o;
+  o.max_new_tokens = 24;
+  o.ignore_eos = true;
+  auto run = [&](const GenerateOptions& opt) {
+    SequenceState st = g.new_state();
+    return generate(g, st, prompt, opt).tokens;
+  };
+  const auto dev = run(o);
+  o.sample_on_device = false;
+  EXPECT_EQ(dev, run(o)) << "greedy on the GPU and on the host";
+  ASSERT_EQ(dev.size(), size_t(24));
+  o.sample_on_device = true;
+  o.sampling.temperature = 0.9f;
+  o.sampling.top_k = 50;
+  o.sampling.seed = 5;
+  const auto r1 = run(o), r2 = run(o);
+  EXPECT_EQ(r1, r2) << "the same seed draws the same tokens";
+  o.sampling.seed = 6;
+  EXPECT_NE(r1, run(o));
+  o.sampling.repetition_penalty = 1.3f;
+  for (int32_t t : run(o)) EXPECT_TRUE(t >= 0 && t < V);
+  // a step of three sequences with draws and logits: each token is its row's argmax (lowest id on ties)
+  CachePlan plan;
+  plan.max_seqs = 3;
+  plan.max_tokens = 1024;
+  plan.max_step_rows = 512;
+  g.plan(plan);
+  std::vector<SequenceState> st;
+  const SamplingParams greedy;
+  std::vector<int32_t> toks(3, -2);
+  std::vector<Model::Draw> draws(3);
+  std::vector<std::vector<float>> logits(3);
+  std::vector<std::vector<int32_t>> ids = {test::random_ids(5, V, 1), {7}, test::random_ids(70, V, 2)};
+  std::vector<Model::Item> items;
+  for (int i = 0; i < 3; ++i) {
+    st.push_back(g.new_state(1024));
+    draws[size_t(i)] = Model::Draw{&greedy, 0, {}, &toks[size_t(i)]};
+  }
+  for (int i = 0; i < 3; ++i) {
+    g.begin_call(st[size_t(i)], int64_t(ids[size_t(i)].size()));
+    items.push_back({&st[size_t(i)], ids[size_t(i)], i == 2, &logits[size_t(i)], &draws[size_t(i)]});
+  }
+  g.step(items);
+  for (int i = 0; i < 3; ++i) {
+    Model::end_call(st[size_t(i)]);
+    const auto& l = logits[size_t(i)];
+    const std::span<const float> last(l.data() + l.size() - size_t(V), size_t(V));
+    EXPECT_EQ(toks[size_t(i)], argmax(last)) << "sequence " << i;
+  }
+}
+
+// Non-finite logits are an error naming the position on the GPU path too (the sampler flags the row), also when no
+// token is asked for, and with a random draw.
+TEST(CudaModel, NonFiniteLogitsAreAnErrorWhenDrawingOnTheGpu) {
+  REQUIRE_CUDA();
+  const ModelConfig c = preset_config("sala-tiny64");
+  Weights w = random_weights(c, 14);
+  w.final_norm[3] = std::numeric_limits<float>::quiet_NaN();
+  Model g(c, std::move(w), Device::CUDA);
+  const auto prompt = test::random_ids(40, c.vocab_size, 3);
+  for (int64_t n : {int64_t(0), int64_t(5)})
+    for (float temp : {0.0f, 1.0f}) {
+      GenerateOptions o;
+      o.max_new_tokens = n;
+      o.sampling.temperature = temp;
+      SequenceState st = g.new_state();
+      test::expect_error([&] { generate(g, st, prompt, o); },
+                         {"non-finite logits (NaN or +Inf) at position 39 (the prompt's last token)"});
+    }
 }
 
 TEST(CudaModel, DenseTeacherAndSmallSalaMatchCpu) {

@@ -682,7 +682,7 @@ SampleRun run_sample(const std::vector<float>& logits, int rows, int V, const st
   Dev<int32_t> dh(hist), dout(static_cast<size_t>(rows));
   dout.poison();
   Dev<unsigned char> ws(cuda::sample_workspace_bytes(rows, V));
-  cuda::sample(dout.p, dl.p, rows, V, hist_len ? dh.p : nullptr, hist_len, a, ws.p, nullptr);
+  cuda::sample(dout.p, dl.p, rows, V, hist_len ? dh.p : nullptr, hist_len, hist_len, a, ws.p, nullptr);
   sync();
   return {dout.get(), dl.get()};
 }
@@ -843,6 +843,32 @@ TEST(CudaSample, DrawsAreReproducibleAndDependOnTheStep) {
   std::map<int32_t, int> distinct;
   for (int32_t id : x.ids) ++distinct[id];
   EXPECT_GT(distinct.size(), size_t(200)) << "rows draw independently";
+}
+
+}  // namespace
+
+namespace {
+
+// A row holding NaN or +Inf gives -1 (greedy and drawn), and the rows beside it are unaffected.
+TEST(CudaSample, RowsWithNanOrInfGiveMinusOne) {
+  const int V = 5000, rows = 4;
+  std::vector<float> logits(size_t(rows) * V);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = float((i * 7919) % 1013) * 0.01f;
+  logits[size_t(1) * V + 17] = std::nanf("");
+  logits[size_t(3) * V + V - 1] = INFINITY;
+  for (float temp : {0.0f, 0.8f}) {
+    cuda::SampleArgs a;
+    a.temperature = temp;
+    a.seed = 3;
+    const auto got = run_sample(logits, rows, V, {}, 0, a);
+    EXPECT_EQ(got.ids[1], -1) << "T " << temp;
+    EXPECT_EQ(got.ids[3], -1) << "T " << temp;
+    for (int r : {0, 2}) EXPECT_TRUE(got.ids[size_t(r)] >= 0 && got.ids[size_t(r)] < V) << "T " << temp << " row " << r;
+    if (temp == 0.0f) {
+      std::vector<float> row0(logits.begin(), logits.begin() + V);
+      EXPECT_EQ(got.ids[0], argmax(row0));
+    }
+  }
 }
 
 }  // namespace

@@ -128,6 +128,15 @@ TEST(Batch, StatesAreNotSharedAndCallsAreEnforced) {
   const Model::Item twice[2] = {{&a, ids, false, nullptr}, {&a, ids, false, nullptr}};
   test::expect_error([&] { m.step(twice); }, {"appears twice"});
   Model::end_call(a);
+  // the CPU backend does not draw tokens (the host Sampler does): a draw is refused, not ignored
+  EXPECT_FALSE(m.samples_on_device());
+  const SamplingParams sp;
+  int32_t tok = 0;
+  const Model::Draw d{&sp, 0, {}, &tok};
+  m.begin_call(a, 3);
+  const Model::Item drawn{&a, ids, false, nullptr, &d};
+  test::expect_error([&] { m.step(std::span(&drawn, 1)); }, {"does not sample"});
+  Model::end_call(a);
   // a clone is a copy: the two go on independently and agree
   SequenceState b = m.new_state();
   m.prefill(ids, b);

@@ -116,7 +116,7 @@ TEST_P(BackendOps, LinearOfFusedPartsAndNorms) {
   const Mat W = be->add_matrix(parts);
   const Vec nv = be->add_vector(host("n", nw, 1, in));
   be->finish_weights();
-  plan(1, 64, 77);
+  plan(1, 128, 77);  // a step of 77 rows from position 0
   for (int64_t N : {1, 3, 77}) {
     const Step st = make_step({{N}}, {0});
     be->begin_step(st);
@@ -272,7 +272,7 @@ TEST_P(BackendOps, KvAppendSelectAndAttentionDenseAndSparse) {
   be->finish_weights();
   const int64_t Hq = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads, D = cfg.sparse_head_dim();
   const int64_t ld = (Hq + 2 * Hkv) * D, q_off = 0, k_off = Hq * D, v_off = k_off + Hkv * D;
-  plan(2, 1200, 1100);
+  plan(2, 1200, 1123);  // one step of 1023 + 100 rows
   const float scale = float(1 / std::sqrt(double(D)));
   Backend::SelectParams sp;
   sp.block = cfg.sparse.block_size;

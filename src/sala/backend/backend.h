@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sala/core/dtype.h"
+#include "sala/core/sampling.h"
 
 namespace sala {
 
@@ -87,6 +88,10 @@ struct Step {
   std::vector<int32_t> pos;     // (N) absolute positions
   std::vector<int32_t> row_seq; // (N) index into seqs
   std::vector<StepSeq> seqs;
+  // The ops from begin_step to end_replayable are a function of the step's shape (rows, sequences, whether any is
+  // sparse) and of data the backend uploads (tokens, positions, page tables): a backend may record them once and
+  // replay them (CUDA graphs for decode steps). False for traced steps, which read activations in between.
+  bool replayable = false;
   int64_t rows() const { return int64_t(tokens.size()); }
   bool any_sparse() const {
     for (const auto& s : seqs)
@@ -142,6 +147,7 @@ class Backend {
 
   // ---- one step ----
   virtual void begin_step(const Step& s) = 0;  // uploads the step's rows and sequences (CUDA)
+  virtual void end_replayable() {}             // the end of the replayable part of a step (Step::replayable)
   virtual void embed(Act h, Mat table, float scale) = 0;  // h (N, hidden) f32 <- table[tokens] * scale
   // if a: h += a_scale * a. If out: out = rmsnorm(h) * w / post_div (the logits' muP division, 1 = none).
   virtual void add_rmsnorm(Act h, const Act* a, float a_scale, Act* out, Vec w, float eps, float post_div) = 0;
@@ -173,6 +179,15 @@ class Backend {
   // From the host (rows x cols f32, converted to the view's dtype): the ops harness feeds inputs this way.
   virtual void write(Act a, std::span<const float> host) = 0;
   virtual void read_selection(std::vector<int32_t>& out) = 0;
+  // Sampling where the logits are (a GPU backend): one token per row of logits (rows, V) f32 with runtime/sampler's
+  // rules, the draw of row r from the counter-based stream (p.seed, step, r), reproducible whatever the batch. The
+  // tokens go to slots [at, at + rows) of the backend's token buffer; read_tokens brings n of them back. A row holding
+  // NaN or +Inf gives -1 (-Inf is a masked token). history: what the repetition penalty sees (the same for all rows).
+  // samples() false: the caller samples on the host (CPU: runtime/sampler, the oracle's stream).
+  virtual bool samples() const { return false; }
+  virtual void sample(const Act& logits, const SamplingParams& p, uint64_t step, std::span<const int32_t> history,
+                      int at);
+  virtual void read_tokens(std::vector<int32_t>& out, int n);
   // Lightning state of the first sequence of the step for `layer` (traces): (H, D, D) f32.
   virtual void read_state(std::vector<float>& out, int layer, int slot) = 0;
   virtual void synchronize() {}

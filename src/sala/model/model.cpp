@@ -220,8 +220,11 @@ void Model::check_item(const Item& it) const {
   check_ids(it.ids);
 }
 
+bool Model::samples_on_device() const { return be_->samples(); }
+
 std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& st, int64_t chunk, Trace* tr,
-                                  bool all_rows, const std::function<void(int64_t, int64_t)>& progress) const {
+                                  bool all_rows, const std::function<void(int64_t, int64_t)>& progress,
+                                  const Draw* draw) const {
   const int64_t n = int64_t(ids.size());
   if (n == 0) fail("prefill: empty prompt");
   check_ids(ids);     // the whole prompt before its first chunk touches the state
@@ -232,9 +235,10 @@ std::vector<float> Model::prefill(std::span<const int32_t> ids, SequenceState& s
   for (int64_t c0 = 0; c0 < n; c0 += chunk) {
     const int64_t m = std::min(chunk, n - c0);
     const bool last = c0 + m == n;
-    const Item it{&st, ids.subspan(size_t(c0), size_t(m)), all_rows, (all_rows || last) ? &part : nullptr};
+    const bool want = all_rows || (last && !draw);
+    const Item it{&st, ids.subspan(size_t(c0), size_t(m)), all_rows, want ? &part : nullptr, last ? draw : nullptr};
     step(std::span(&it, 1), tr);
-    if (all_rows || last) out.insert(out.end(), part.begin(), part.end());
+    if (want) out.insert(out.end(), part.begin(), part.end());
     if (progress) progress(c0 + m, n);
   }
   end_call(st);
@@ -251,10 +255,27 @@ std::vector<float> Model::decode(int32_t id, SequenceState& st, Trace* tr) const
   return out;
 }
 
+int32_t Model::decode_draw(int32_t id, SequenceState& st, const Draw& draw) const {
+  const int32_t ids[1] = {id};
+  int32_t tok = -1;
+  Draw d = draw;
+  d.token = &tok;
+  begin_call(st, 1);
+  const Item it{&st, ids, false, nullptr, &d};
+  step(std::span(&it, 1));
+  end_call(st);
+  return tok;
+}
+
 void Model::step(std::span<const Item> items, Trace* tr) const {
   if (items.empty()) return;
   if (tr && items.size() != 1) fail("forward: a trace covers one sequence per step");
-  for (const Item& it : items) check_item(it);
+  for (const Item& it : items) {
+    check_item(it);
+    if (it.draw && (!it.draw->params || !it.draw->token)) fail("forward: a draw without parameters or a token to fill");
+    if (it.draw && !be_->samples())
+      fail("forward: the {} backend does not sample; sample the logits on the host", device_name(be_->device()));
+  }
   for (size_t i = 0; i < items.size(); ++i)
     for (size_t j = i + 1; j < items.size(); ++j)
       if (items[i].st == items[j].st) fail("forward: a sequence appears twice in one step");
@@ -279,6 +300,7 @@ void Model::step(std::span<const Item> items, Trace* tr) const {
     }
     step.seqs.push_back(s);
   }
+  step.replayable = tr == nullptr;
   // From here on the caches are being written: a failure leaves them out of line with pos, so the states are marked.
   try {
     run_step(step, items, tr);
@@ -393,12 +415,17 @@ void Model::run_step(const Step& step, std::span<const Item> items, Trace* tr) c
     }
   }
   if (!tr && !layers_.empty()) be_->add_rmsnorm(h, &a, rs, nullptr, layers_.back().in_norm, eps, 1.0f);
+  be_->end_replayable();  // the logits' rows vary with the request: not part of a recorded step
 
-  // Logits on the requested rows only.
+  // Logits on the requested rows only: every row of all_rows items, else the last one (also that of a draw).
   std::vector<int32_t> rows;
+  std::vector<int64_t> first(items.size(), -1);  // each item's first row among them
+  bool read_logits = false;
   for (size_t i = 0; i < items.size(); ++i) {
-    if (!items[i].logits) continue;
+    if (!items[i].logits && !items[i].draw) continue;
+    read_logits |= items[i].logits != nullptr;
     const StepSeq& s = step.seqs[i];
+    first[i] = int64_t(rows.size());
     for (int64_t r = items[i].all_rows ? 0 : s.n - 1; r < s.n; ++r) rows.push_back(int32_t(s.row0 + r));
   }
   if (rows.empty()) return;
@@ -412,15 +439,41 @@ void Model::run_step(const Step& step, std::span<const Item> items, Trace* tr) c
   if (tr) trace_act("final_norm", f, {R, hid});
   Act lg = be_->scratch(kLogits, R, V, /*f32=*/true);
   be_->linear(lg, f, lm_head_);
-  be_->read(buf, lg);
-  if (tr) tr->rows_f32("logits", buf.data(), {R, V});
-  int64_t at = 0;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (!items[i].logits) continue;
-    const int64_t n = items[i].all_rows ? step.seqs[i].n : 1;
-    items[i].logits->assign(buf.begin() + at * V, buf.begin() + (at + n) * V);
-    at += n;
+  if (read_logits) {  // before the draws: they may change the logits in place (penalty)
+    be_->read(buf, lg);
+    if (tr) tr->rows_f32("logits", buf.data(), {R, V});
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!items[i].logits) continue;
+      const int64_t n = items[i].all_rows ? step.seqs[i].n : 1;
+      items[i].logits->assign(buf.begin() + first[i] * V, buf.begin() + (first[i] + n) * V);
+    }
   }
+  // Draws: greedy items without a penalty next to each other in one call (their rows are adjacent), the others one by
+  // one, so a random draw's stream is (seed, step) whatever the batch.
+  std::vector<const Item*> drawn;
+  for (size_t i = 0; i < items.size();) {
+    const Item& it = items[i];
+    if (!it.draw) {
+      ++i;
+      continue;
+    }
+    const auto plain = [&](const Item& x) {
+      return x.draw && !x.all_rows && x.draw->params->greedy() &&
+             (x.draw->params->repetition_penalty == 1.0f || x.draw->history.empty());
+    };
+    size_t j = i + 1;
+    if (plain(it))
+      while (j < items.size() && plain(items[j]) && first[j] == first[j - 1] + 1) ++j;
+    const int64_t last = first[i] + (it.all_rows ? step.seqs[i].n : 1) - 1;
+    be_->sample(lg.rows_view(last, int64_t(j - i)), *it.draw->params, it.draw->step, it.draw->history,
+                int(drawn.size()));
+    for (size_t k = i; k < j; ++k) drawn.push_back(&items[k]);
+    i = j;
+  }
+  if (drawn.empty()) return;
+  std::vector<int32_t> toks;
+  be_->read_tokens(toks, int(drawn.size()));
+  for (size_t k = 0; k < drawn.size(); ++k) *drawn[k]->draw->token = toks[k];
 }
 
 }  // namespace sala

@@ -64,22 +64,36 @@ class Model {
   // A second sequence whose cache is a copy of st's (a snapshot to continue from, or a fork).
   SequenceState clone_state(const SequenceState& st) const;
 
+  // The next token drawn on the backend (samples_on_device()) from the last row of an item or a prompt, so no logits
+  // cross to the host.
+  struct Draw {
+    const SamplingParams* params = nullptr;
+    uint64_t step = 0;                 // the draw's counter: (params->seed, step) picks its random stream
+    std::span<const int32_t> history;  // the tokens the repetition penalty sees
+    int32_t* token = nullptr;          // receives the token, or -1 when that row of logits is not finite
+  };
   // A whole prompt in chunks of `chunk` tokens (0 = kDefaultChunk). Returns the logits of the last token (or of every
   // token when all_rows). progress (if set) is called after each chunk with (tokens done, total).
   std::vector<float> prefill(std::span<const int32_t> ids, SequenceState& st, int64_t chunk = 0,
                              Trace* trace = nullptr, bool all_rows = false,
-                             const std::function<void(int64_t, int64_t)>& progress = {}) const;
+                             const std::function<void(int64_t, int64_t)>& progress = {},
+                             const Draw* draw = nullptr) const;
   std::vector<float> decode(int32_t id, SequenceState& st, Trace* trace = nullptr) const;
+  // One decode step whose next token is drawn on the backend (samples_on_device()); -1 when the logits are not finite.
+  int32_t decode_draw(int32_t id, SequenceState& st, const Draw& draw) const;
 
   // One engine step over several sequences: each item's rows continue its state's open call (begin_call), e.g. a
   // prefill chunk of one sequence beside single decode tokens of others. logits (if set) receives (rows, vocab): every
-  // row of the item when all_rows, else its last row. A trace is only taken for a step of one sequence.
+  // row of the item when all_rows, else its last row; draw (if set) draws the next token from the last row on the
+  // backend. A trace is only taken for a step of one sequence.
   struct Item {
     SequenceState* st = nullptr;
     std::span<const int32_t> ids;
     bool all_rows = false;
     std::vector<float>* logits = nullptr;
+    const Draw* draw = nullptr;
   };
+  bool samples_on_device() const;  // the backend draws tokens (Draw); else sample the logits on the host
   void step(std::span<const Item> items, Trace* trace = nullptr) const;
   // Opens a call of `len` tokens at the state's position (checks the context limit); end_call closes it.
   void begin_call(SequenceState& st, int64_t len) const;

@@ -14,6 +14,14 @@ namespace {
 // One pass over the vocab row: sampling a row with a NaN or an infinity would give an arbitrary token (argmax skips
 // NaN, softmax turns everything into NaN), so it is an error. `pos` is the absolute position of the token whose logits
 // these are; generated = 0 for the prompt's last token, else the 1-based index of the generated token.
+// detail: what is known of the row (counted on the host; the GPU's sampler only says that the row is not finite).
+[[noreturn]] void fail_nonfinite(const std::string& kind, const std::string& detail, int64_t pos, int64_t generated) {
+  const std::string where = generated == 0 ? "the prompt's last token" : fmt::format("generated token {}", generated);
+  fail("non-finite logits ({}) at position {} ({}){}; the model's weights or activations overflowed; check the "
+       "checkpoint with `sala info --check-weights`",
+       kind, pos, where, detail);
+}
+
 void check_finite(std::span<const float> logits, int64_t pos, int64_t generated) {
   int64_t nans = 0, infs = 0, first = -1;
   for (size_t i = 0; i < logits.size(); ++i) {
@@ -25,10 +33,8 @@ void check_finite(std::span<const float> logits, int64_t pos, int64_t generated)
   }
   if (first < 0) return;
   const std::string kind = nans && infs ? "NaN and Inf" : nans ? "NaN" : "Inf";
-  const std::string where = generated == 0 ? "the prompt's last token" : fmt::format("generated token {}", generated);
-  fail("non-finite logits ({}) at position {} ({}): {} of {} vocab entries, the first at id {}; the model's weights or "
-       "activations overflowed; check the checkpoint with `sala info --check-weights`",
-       kind, pos, where, nans + infs, logits.size(), first);
+  fail_nonfinite(kind, fmt::format(": {} of {} vocab entries, the first at id {}", nans + infs, logits.size(), first),
+                 pos, generated);
 }
 
 }  // namespace
@@ -95,15 +101,25 @@ GenerateResult generate(const Model& m, SequenceState& st, std::span<const int32
   history.insert(history.end(), o.history.begin(), o.history.end());
   history.insert(history.end(), prompt.begin(), prompt.end());
 
+  // On a GPU the token is drawn where the logits are (Backend::sample: the same rules, a counter-based stream);
+  // on the CPU by the host Sampler.
+  const bool on_device = o.sample_on_device && m.samples_on_device();
+  int32_t drawn = -1;
+  Model::Draw draw{&o.sampling, 0, {}, &drawn};
+  const bool penalty = o.sampling.repetition_penalty != 1.0f;
+  if (penalty) draw.history = history;
+
   auto t0 = clock::now();
-  std::vector<float> logits = m.prefill(prompt, st, o.prefill_chunk, nullptr, false, o.on_prefill_progress);
+  std::vector<float> logits = m.prefill(prompt, st, o.prefill_chunk, nullptr, false, o.on_prefill_progress,
+                                        on_device ? &draw : nullptr);
   r.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   r.stop_reason = StopReason::kLength;
   auto t1 = clock::now();
   // Checked even when max_new_tokens is 0: a prompt whose logits are not finite is reported either way.
-  check_finite(logits, st.pos - 1, 0);
+  if (on_device && drawn < 0) fail_nonfinite("NaN or +Inf", "", st.pos - 1, 0);
+  if (!on_device) check_finite(logits, st.pos - 1, 0);
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    int32_t tok = sampler.sample(logits, history);
+    const int32_t tok = on_device ? drawn : sampler.sample(logits, history);
     if (std::find(stops.begin(), stops.end(), int64_t(tok)) != stops.end()) {
       r.stop_token = tok;
       r.stop_reason = StopReason::kEos;
@@ -124,9 +140,17 @@ GenerateResult generate(const Model& m, SequenceState& st, std::span<const int32
       r.stop_reason = StopReason::kContext;
       break;
     }
-    logits = m.decode(tok, st);
-    ++r.decode_steps;
-    check_finite(logits, st.pos - 1, i + 1);
+    if (on_device) {
+      draw.step = uint64_t(i + 1);
+      if (penalty) draw.history = history;  // reserved above: the span stays valid
+      drawn = m.decode_draw(tok, st, draw);
+      ++r.decode_steps;
+      if (drawn < 0) fail_nonfinite("NaN or +Inf", "", st.pos - 1, i + 1);
+    } else {
+      logits = m.decode(tok, st);
+      ++r.decode_steps;
+      check_finite(logits, st.pos - 1, i + 1);
+    }
   }
   r.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   return r;

@@ -40,6 +40,9 @@ struct GenerateOptions {
   int64_t max_new_tokens = 64;
   int64_t prefill_chunk = 0;  // 0 = the whole prompt in one call
   SamplingParams sampling;
+  // Draw on the device where the model's backend samples (CUDA: no logits cross to the host; greedy gives the host's
+  // tokens, a random draw uses the backend's counter-based stream); false: always the host Sampler.
+  bool sample_on_device = true;
   std::vector<int64_t> stop_ids;  // empty = the config's eos ids
   bool ignore_eos = false;
   std::function<TokenVerdict(int32_t)> on_token;                // called after each kept token

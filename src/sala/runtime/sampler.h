@@ -6,18 +6,9 @@
 #include <vector>
 
 #include "sala/core/rng.h"
+#include "sala/core/sampling.h"
 
 namespace sala {
-
-struct SamplingParams {
-  float temperature = 0.0f;
-  int64_t top_k = 0;          // 0 = off
-  float top_p = 1.0f;         // 1 = off
-  float min_p = 0.0f;         // 0 = off
-  float repetition_penalty = 1.0f;
-  uint64_t seed = 0;
-  void validate() const;      // throws sala::Error naming the bad parameter
-};
 
 class Sampler {
  public:

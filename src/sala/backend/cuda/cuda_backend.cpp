@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -78,8 +79,12 @@ class CudaBackend final : public Backend {
     name_ = p.name;
     total_mem_ = p.totalGlobalMem;
     gemm_ = std::make_unique<Gemm>();
+    const char* g = std::getenv("SALA_CUDA_GRAPHS");  // 0: every step eager (A/B timing, debugging)
+    graphs_enabled_ = !(g && std::strcmp(g, "0") == 0);
   }
   ~CudaBackend() override {
+    abandon_capture();
+    drop_graphs();
     if (h_step_) cudaFreeHost(h_step_);
     if (h_gather_) cudaFreeHost(h_gather_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -165,7 +170,12 @@ class CudaBackend final : public Backend {
     const size_t es = f32 ? 4 : 2;
     const size_t need = size_t(std::max(rows, plan_.max_step_rows)) * size_t(cols) * es;
     if (!b) b = std::make_unique<DevMem>();
-    if (b->bytes < size_t(rows * cols) * es) b->alloc(need, "activations");
+    if (b->bytes < size_t(rows * cols) * es) {
+      if (mode_ != Mode::Eager)
+        throw InternalError("cuda: an activation buffer grew inside a recorded step (a graph would keep the old one)");
+      drop_graphs();  // recorded steps point at the old buffer
+      b->alloc(need, "activations");
+    }
     return Act{b->p, f32 ? DType::F32 : DType::BF16, rows, cols, cols};
   }
 
@@ -196,17 +206,21 @@ class CudaBackend final : public Backend {
 
   // ---- one step ----
   void begin_step(const Step& s) override;
+  void end_replayable() override;
   void embed(Act h, Mat table, float scale) override {
+    if (replaying()) return;
     cuda::embed(static_cast<float*>(h.data), d_tokens_, w(mats_[size_t(table.id)]), scale, int(h.rows), int(h.cols),
                 stream_);
   }
   void add_rmsnorm(Act h, const Act* a, float a_scale, Act* out, Vec wv, float eps, float post_div) override {
+    if (replaying()) return;
     cuda::add_rmsnorm(static_cast<float*>(h.data), a ? static_cast<const bf16*>(a->data) : nullptr, a ? int(a->ld) : 0,
                       a_scale, out ? static_cast<bf16*>(out->data) : nullptr, out ? int(out->ld) : 0,
                       w(vecs_[size_t(wv.id)]), eps, 1.0f / post_div, int(h.rows), int(h.cols), stream_);
   }
   void linear(Act y, const Act& x, Mat m) override {
     SALA_CHECK(y.cols == m.out && x.cols == m.in && x.rows == y.rows && x.dtype == DType::BF16);
+    if (replaying()) return;
     if (y.dtype == DType::F32)
       gemm_->matmul_f32(static_cast<float*>(y.data), int(y.ld), static_cast<const bf16*>(x.data), int(x.ld),
                         w(mats_[size_t(m.id)]), int(x.rows), int(m.in), int(m.out), stream_);
@@ -218,20 +232,24 @@ class CudaBackend final : public Backend {
                     float eps, const RopeTables* rope) override {
     RopeArgs ra;
     if (rope) ra = rope_args(*rope);
+    if (replaying()) return;
     cuda::qk_norm_rope(static_cast<bf16*>(x.data), int(x.ld), int(q_off), int(Hq), int(k_off), int(Hkv), int(D),
                        q_norm ? w(vecs_[size_t(q_norm.id)]) : nullptr, k_norm ? w(vecs_[size_t(k_norm.id)]) : nullptr,
                        eps, ra, rows_, stream_);
   }
   void silu_mul(Act out, const Act& gu) override {
     SALA_CHECK(out.ld == out.cols && gu.ld == gu.cols);
+    if (replaying()) return;
     cuda::silu_mul(static_cast<bf16*>(out.data), static_cast<const bf16*>(gu.data), int(out.rows), int(out.cols),
                    stream_);
   }
   void mul_sigmoid(Act x, const Act& g) override {
+    if (replaying()) return;
     cuda::mul_sigmoid(static_cast<bf16*>(x.data), int(x.ld), static_cast<const bf16*>(g.data), int(g.ld), int(x.rows),
                       int(x.cols), stream_);
   }
   void rmsnorm_rows(Act x, Vec wv, float eps) override {
+    if (replaying()) return;
     cuda::rmsnorm_rows(static_cast<bf16*>(x.data), int(x.ld), w(vecs_[size_t(wv.id)]), eps, int(x.rows), int(x.cols),
                        stream_);
   }
@@ -244,6 +262,7 @@ class CudaBackend final : public Backend {
       d_log_decay_->alloc(size_t(H) * 4, "the decays");
       SALA_CUDA_CHECK(cudaMemcpy(d_log_decay_->p, log_decay, size_t(H) * 4, cudaMemcpyHostToDevice));
     }
+    if (replaying()) return;
     cuda::lightning(static_cast<bf16*>(o.data), int(o.ld), static_cast<const bf16*>(x.data), int(x.ld), int(q_off),
                     int(k_off), int(v_off), state_.as<float>() + size_t(L.light_index) * state_per_layer_,
                     int64_t(state_per_layer_ * size_t(n_light_)), d_log_decay_->as<float>(), scale, int(H), int(Hkv),
@@ -253,6 +272,7 @@ class CudaBackend final : public Backend {
     const LayerDims& L = dims_.at(size_t(layer));
     bf16 *k, *v, *k1, *k2;
     layer_pages(L, k, v, k1, k2);
+    if (replaying()) return;
     cuda::kv_append(k, v, compressed ? k1 : nullptr, compressed ? k2 : nullptr, static_cast<const bf16*>(x.data),
                     int(x.ld), int(k_off), int(v_off), L.kv_heads, L.head_dim, rows_, stream_);
   }
@@ -269,15 +289,17 @@ class CudaBackend final : public Backend {
     a.scale = p.scale;
     sel_K_ = int(p.topk_total);
     sel_Hkv_ = L.kv_heads;
+    sel_valid_ = true;
+    if (replaying()) return;
     cuda::infllmv2_select(idx_.as<int32_t>(), static_cast<const bf16*>(x.data), int(x.ld), int(q_off), int(Hq),
                           L.kv_heads, L.head_dim, k1, k2, a, max_ctx_, rows_, workspace_.p, stream_);
-    sel_valid_ = true;
   }
   void attention(Act o, const Act& x, int64_t q_off, int64_t Hq, int layer, float scale, int64_t) override {
     const LayerDims& L = dims_.at(size_t(layer));
     bf16 *k, *v, *k1, *k2;
     layer_pages(L, k, v, k1, k2);
     const bool sparse = L.kind == LayerKind::Sparse && sel_valid_ && any_sparse_;
+    if (replaying()) return;
     cuda::attention(static_cast<bf16*>(o.data), int(o.ld), static_cast<const bf16*>(x.data), int(x.ld), int(q_off),
                     int(Hq), L.kv_heads, L.head_dim, k, v, sparse ? idx_.as<int32_t>() : nullptr, sel_K_, scale,
                     max_ctx_, rows_, workspace_.p, stream_);
@@ -313,6 +335,37 @@ class CudaBackend final : public Backend {
     SALA_CUDA_CHECK(cudaMemcpyAsync(out.data(), idx_.p, out.size() * 4, cudaMemcpyDeviceToHost, stream_));
     SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  bool samples() const override { return true; }
+  void sample(const Act& logits, const SamplingParams& p, uint64_t step, std::span<const int32_t> history,
+              int at) override {
+    SALA_CHECK(logits.dtype == DType::F32 && logits.ld == logits.cols && logits.cols == vocab_ && at >= 0 &&
+               at + logits.rows <= plan_.max_step_rows && logits.rows <= sample_rows_);
+    const bool penalise = p.repetition_penalty != 1.0f && !history.empty();
+    if (penalise) {  // the history on the device, grown as needed (sampling is never inside a recorded step)
+      if (hist_.bytes < history.size() * 4) hist_.alloc(std::max(history.size() * 4 * 2, size_t(1) << 16), "history");
+      SALA_CUDA_CHECK(cudaMemcpyAsync(hist_.p, history.data(), history.size() * 4, cudaMemcpyHostToDevice, stream_));
+    }
+    SampleArgs a;
+    a.temperature = p.temperature;
+    a.top_k = int(std::min<int64_t>(p.top_k, INT32_MAX));
+    a.top_p = p.top_p;
+    a.min_p = p.min_p;
+    a.repetition_penalty = p.repetition_penalty;
+    a.seed = p.seed;
+    a.step = step;
+    // one history for every row: a stride of 0 between rows
+    cuda::sample(tokens_.as<int32_t>() + at, static_cast<float*>(logits.data), int(logits.rows), int(logits.cols),
+                 penalise ? hist_.as<int32_t>() : nullptr, penalise ? int(history.size()) : 0, 0, a,
+                 sample_ws_.p, stream_);
+    if (penalise) SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the history upload read a pageable span
+  }
+  void read_tokens(std::vector<int32_t>& out, int n) override {
+    SALA_CHECK(n >= 0 && n <= plan_.max_step_rows);
+    out.resize(size_t(n));
+    SALA_CUDA_CHECK(cudaMemcpyAsync(h_gather_, tokens_.p, size_t(n) * 4, cudaMemcpyDeviceToHost, stream_));
+    SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(out.data(), h_gather_, size_t(n) * 4);
+  }
   void read_state(std::vector<float>& out, int layer, int slot) override {
     const LayerDims& L = dims_.at(size_t(layer));
     out.resize(state_per_layer_);
@@ -334,6 +387,47 @@ class CudaBackend final : public Backend {
   void reset_memory_peak() override { peak_ = 0; }
 
  private:
+  // ---- decode steps as CUDA graphs ----
+  // A step of single-token rows (decode) is recorded the second time its shape is seen and replayed after that: the
+  // shape is (rows, sequences, any sparse, context bucket); everything else the kernels read lives at fixed device
+  // addresses (the packed step upload, the page tables, the cache), so a replay only needs begin_step's upload.
+  // max_ctx, the kernels' bound on every row's context, is rounded up to a bucket (at most 1/8 above) in every decode
+  // step, recorded or not, so a replay and an eager run split the keys alike and give identical results.
+  enum class Mode { Eager, Capture, Replay };
+  struct GraphKey {
+    int N = 0, S = 0, ctx = 0;
+    bool sparse = false;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  struct Graph {
+    int seen = 0;
+    cudaGraphExec_t exec = nullptr;
+  };
+  static constexpr int kMaxGraphRows = 256;
+  bool replaying() const { return mode_ == Mode::Replay; }
+  static int ctx_bucket(int ctx) {
+    if (ctx <= 1024) return 1024;
+    int p = 1;
+    while (p * 2 < ctx) p *= 2;  // p < ctx <= 2p
+    const int q = std::max(1, p / 8);
+    return (ctx + q - 1) / q * q;
+  }
+  void drop_graphs() {
+    for (auto& [k, g] : graphs_)
+      if (g.exec) cudaGraphExecDestroy(g.exec);
+    graphs_.clear();
+  }
+  void abandon_capture() {  // a step that failed while being recorded: end the capture, keep nothing
+    if (mode_ == Mode::Capture) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(stream_, &g);
+      if (g) cudaGraphDestroy(g);
+      cudaGetLastError();
+      graphs_.erase(graph_key_);
+    }
+    mode_ = Mode::Eager;
+  }
+
   struct Slot {
     bool used = false;
     int64_t tokens = 0;
@@ -373,7 +467,9 @@ class CudaBackend final : public Backend {
   size_t state_per_layer_ = 0;  // floats of one layer's state of one slot
   int64_t num_pages_ = 0, pages_per_seq_ = 0;
   size_t layer_pool_bytes_ = 0;
-  DevMem kv_, state_, idx_, workspace_, step_buf_;
+  DevMem kv_, state_, idx_, workspace_, step_buf_, tokens_, sample_ws_, hist_;
+  int64_t vocab_ = 0;
+  int sample_rows_ = 0;  // rows one sample() call may take (its workspace is planned)
   std::vector<Slot> slots_;
   std::vector<int32_t> free_pages_;
   std::vector<std::unique_ptr<DevMem>> scratch_;
@@ -389,6 +485,10 @@ class CudaBackend final : public Backend {
   int max_ctx_ = 0, n_rows_ = 0;
   bool any_sparse_ = false, sel_valid_ = false;
   mutable int64_t peak_ = 0;
+  Mode mode_ = Mode::Eager;
+  GraphKey graph_key_;
+  std::map<GraphKey, Graph> graphs_;
+  bool graphs_enabled_ = true;
   int sel_K_ = 0, sel_Hkv_ = 0;
 };
 
@@ -416,12 +516,16 @@ RopeArgs CudaBackend::rope_args(const RopeTables& r) {
 void CudaBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
   for (const Slot& s : slots_)
     if (s.used) fail("cache plan: sequences of the old plan are still alive");
+  abandon_capture();
+  drop_graphs();  // they point into the old plan's buffers
   // Free the old plan before sizing the new one against the free memory.
   kv_.alloc(0, "");
   state_.alloc(0, "");
   idx_.alloc(0, "");
   workspace_.alloc(0, "");
   step_buf_.alloc(0, "");
+  tokens_.alloc(0, "");
+  sample_ws_.alloc(0, "");
   scratch_.clear();
   if (h_step_) cudaFreeHost(h_step_), h_step_ = nullptr;
   if (h_gather_) cudaFreeHost(h_gather_), h_gather_ = nullptr;
@@ -477,7 +581,10 @@ void CudaBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
   const size_t act_bytes = size_t(N) * size_t(act_cols) * 2 + size_t(N) * size_t(hid) * 8 +
                            size_t(np.max_step_rows) * size_t(V) * 4;
   step_ints_ = size_t(3 * N + 6 * S + 2 + p.max_seqs * pages_per_seq_ + N);
-  const size_t need = kv_bytes + state_bytes + idx_bytes + ws + act_bytes + step_ints_ * 4;
+  // sampling: one call takes the rows of all sequences of a step (decode), its sort workspace is planned with them
+  const int sample_rows = int(std::min<int64_t>({p.max_seqs, np.max_step_rows, std::max<int64_t>(1, (INT32_MAX - 1) / V)}));
+  const size_t sample_bytes = sample_workspace_bytes(sample_rows, int(V)) + size_t(N) * 4;
+  const size_t need = kv_bytes + state_bytes + idx_bytes + ws + act_bytes + step_ints_ * 4 + sample_bytes;
   size_t free_b = 0, total_b = 0;
   SALA_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   if (need > free_b)
@@ -492,6 +599,10 @@ void CudaBackend::plan_cache(const ModelConfig& c, const CachePlan& p) {
   idx_.alloc(idx_bytes, "block selections");
   workspace_.alloc(ws, "kernel workspaces");
   step_buf_.alloc(step_ints_ * 4, "the step rows");
+  tokens_.alloc(size_t(N) * 4, "sampled tokens");
+  sample_ws_.alloc(sample_workspace_bytes(sample_rows, int(V)), "the sampler's workspace");
+  vocab_ = V;
+  sample_rows_ = sample_rows;
   SALA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_step_), step_ints_ * 4));
   SALA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_gather_), size_t(N) * 4));
   d_gather_ = step_buf_.as<int32_t>() + (step_ints_ - size_t(N));
@@ -534,6 +645,7 @@ void CudaBackend::copy_slot(int dst, int src) {
 }
 
 void CudaBackend::begin_step(const Step& st) {
+  abandon_capture();  // a previous step that failed half-way
   const int N = int(st.rows()), S = int(st.seqs.size());
   if (N > plan_.max_step_rows) fail("cuda: a step of {} rows is over the planned {} rows", N, plan_.max_step_rows);
   // Pages for the rows of this step.
@@ -600,6 +712,42 @@ void CudaBackend::begin_step(const Step& st) {
   sel_valid_ = false;
   // The pinned mirror is reused by the next step: wait for this upload before returning (no host sync in kernels).
   SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const bool decode = N == S && N <= kMaxGraphRows;
+  if (decode) max_ctx_ = std::min<int>(ctx_bucket(max_ctx_), int(std::min<int64_t>(plan_.max_tokens, INT32_MAX)));
+  if (!decode || !st.replayable || !graphs_enabled_) return;
+  graph_key_ = GraphKey{N, S, max_ctx_, any_sparse_};
+  Graph& g = graphs_[graph_key_];
+  if (g.exec) {
+    mode_ = Mode::Replay;
+  } else if (++g.seen >= 2) {  // the first run of a shape is eager: it makes plans, tunes GEMMs, sizes buffers
+    SALA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    mode_ = Mode::Capture;
+  }
+}
+
+void CudaBackend::end_replayable() {
+  if (mode_ == Mode::Eager) return;
+  Graph& g = graphs_.at(graph_key_);
+  if (mode_ == Mode::Capture) {
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    mode_ = Mode::Eager;
+    if (e != cudaSuccess || !graph) {
+      cudaGetLastError();
+      graphs_.erase(graph_key_);
+      SALA_CUDA_CHECK(e);
+      throw InternalError("cuda: the recorded decode step is empty");
+    }
+    const cudaError_t ie = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (ie != cudaSuccess) {
+      g.exec = nullptr;
+      graphs_.erase(graph_key_);
+      SALA_CUDA_CHECK(ie);
+    }
+  }
+  mode_ = Mode::Eager;
+  SALA_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
 }
 
 Peaks CudaBackend::measure_peaks() {

@@ -134,10 +134,12 @@ struct SampleArgs {
   float top_p = 1, min_p = 0, repetition_penalty = 1;
   uint64_t seed = 0, step = 0;  // the draw of row r uses the counter-based stream (seed, step, r)
 };
-// One token per logits row (rows, V) fp32, Hugging Face's order: repetition penalty over history (per row, -1
-// padded, length hist_len), temperature, top-k, top-p, min-p, draw. workspace: sample_workspace_bytes().
+// One token per logits row (rows, V) fp32, Hugging Face's order: repetition penalty over history (row r at
+// history + r * hist_ld, -1 padded, length hist_len; hist_ld 0: one history for all rows), temperature, top-k,
+// top-p, min-p, draw. workspace: sample_workspace_bytes(). A row holding NaN or +Inf gives -1 (-Inf: a
+// masked token).
 size_t sample_workspace_bytes(int rows, int V);
-void sample(int32_t* out, float* logits, int rows, int V, const int32_t* history, int hist_len, const SampleArgs& a,
-            void* workspace, cudaStream_t s);
+void sample(int32_t* out, float* logits, int rows, int V, const int32_t* history, int hist_len, int hist_ld,
+            const SampleArgs& a, void* workspace, cudaStream_t s);
 
 }  // namespace sala::cuda

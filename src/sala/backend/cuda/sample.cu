@@ -88,7 +88,7 @@ struct ArgBestOp {
 // (1) penalty, then argmax (greedy) or the sort's inputs.
 __global__ void __launch_bounds__(kPrepThreads)
     prep_kernel(int32_t* __restrict__ out, float* __restrict__ logits, int V, const int32_t* __restrict__ history,
-                int hist_len, float penalty, bool greedy, int32_t* __restrict__ vals_in,
+                int hist_len, int hist_ld, float penalty, bool greedy, int32_t* __restrict__ vals_in,
                 int32_t* __restrict__ offsets, int rows) {
   extern __shared__ uint32_t seen[];  // (V + 31) / 32 words, only with a penalty
   const int r = blockIdx.x, tid = threadIdx.x;
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kPrepThreads)
     const int words = (V + 31) / 32;
     for (int w = tid; w < words; w += kPrepThreads) seen[w] = 0u;
     __syncthreads();
-    const int32_t* hr = history + size_t(r) * hist_len;
+    const int32_t* hr = history + size_t(r) * hist_ld;
     for (int i = tid; i < hist_len; i += kPrepThreads) {
       const int32_t t = hr[i];
       if (t < 0 || t >= V) continue;
@@ -107,6 +107,14 @@ __global__ void __launch_bounds__(kPrepThreads)
       lr[t] = l > 0 ? l / penalty : l * penalty;
     }
     __syncthreads();  // penalised logits visible to the whole block
+  }
+  // A NaN or a +Inf would make any token "the answer": the row gives -1 and the draw leaves it. -Inf is a masked
+  // token (never drawn), as on the host.
+  int bad = 0;
+  for (int i = tid; i < V; i += kPrepThreads) bad |= isnan(lr[i]) || lr[i] == INFINITY;
+  if (__syncthreads_or(bad)) {
+    if (tid == 0) out[r] = -1;
+    return;
   }
   if (greedy) {
     ArgBest best{-INFINITY, 0x7fffffff};
@@ -129,6 +137,7 @@ __global__ void __launch_bounds__(kPrepThreads)
   }
   if (tid == 0) offsets[r] = r * V;
   if (tid == 0 && r == rows - 1) offsets[rows] = rows * V;
+  if (tid == 0) out[r] = 0;  // a finite row: the draw writes it
 }
 
 struct DrawShared {
@@ -185,6 +194,7 @@ __global__ void __launch_bounds__(kDrawThreads)
                 double temp, int top_k, float top_p, float min_p, uint64_t seed, uint64_t step) {
   __shared__ DrawShared sh;
   const int r = blockIdx.x, tid = threadIdx.x;
+  if (out[r] < 0) return;  // the row is not finite (prep_kernel)
   const float* sk = keys + size_t(r) * V;
   const int32_t* sid = ids + size_t(r) * V;
   const double mx = double(sk[0]);
@@ -259,10 +269,11 @@ size_t sample_workspace_bytes(int rows, int V) {
          align_up(cub_sort_bytes(rows, V));
 }
 
-void sample(int32_t* out, float* logits, int rows, int V, const int32_t* history, int hist_len, const SampleArgs& a,
+void sample(int32_t* out, float* logits, int rows, int V, const int32_t* history, int hist_len, int hist_ld,
+            const SampleArgs& a,
             void* workspace, cudaStream_t s) {
   SALA_CUDA_REQUIRE(rows >= 0 && V > 0 && V <= kMaxVocab && int64_t(rows) * V < (int64_t(1) << 31), "sample");
-  SALA_CUDA_REQUIRE(hist_len >= 0 && (hist_len == 0 || history), "sample");
+  SALA_CUDA_REQUIRE(hist_len >= 0 && hist_ld >= 0 && (hist_len == 0 || history), "sample");
   SALA_CUDA_REQUIRE(a.repetition_penalty > 0 && a.top_p > 0 && a.top_p <= 1 && a.min_p >= 0 && a.min_p <= 1 &&
                         a.top_k >= 0,
                     "sample");
@@ -271,14 +282,14 @@ void sample(int32_t* out, float* logits, int rows, int V, const int32_t* history
   const bool penalise = a.repetition_penalty != 1.0f && hist_len > 0;
   const size_t shmem = penalise ? size_t((V + 31) / 32) * sizeof(uint32_t) : 0;
   if (greedy) {
-    prep_kernel<<<rows, kPrepThreads, shmem, s>>>(out, logits, V, history, hist_len, a.repetition_penalty, true,
+    prep_kernel<<<rows, kPrepThreads, shmem, s>>>(out, logits, V, history, hist_len, hist_ld, a.repetition_penalty, true,
                                                   nullptr, nullptr, rows);
     SALA_CUDA_CHECK_LAUNCH();
     return;
   }
   SALA_CUDA_REQUIRE(workspace != nullptr, "sample");
   const Workspace w = carve(workspace, rows, V);
-  prep_kernel<<<rows, kPrepThreads, shmem, s>>>(out, logits, V, history, hist_len, a.repetition_penalty, false,
+  prep_kernel<<<rows, kPrepThreads, shmem, s>>>(out, logits, V, history, hist_len, hist_ld, a.repetition_penalty, false,
                                                 w.vals_in, w.offsets, rows);
   SALA_CUDA_CHECK_LAUNCH();
   size_t bytes = w.cub_bytes;
