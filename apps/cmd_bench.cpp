@@ -5,6 +5,7 @@
 // --lengths runs a sweep (one model, several contexts); --out appends JSON lines (bench/results format).
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <ctime>
 #include <fmt/format.h>
 #include <fstream>
@@ -178,6 +179,7 @@ void add_bench_commands(CLI::App& app) {
                             {"command", "sala bench --preset " + name + " --device " + a->device + " --lengths " +
                                             a->lengths + " --decode " + std::to_string(a->decode) + " --batch " +
                                             std::to_string(a->batch) + " --chunk " + std::to_string(chunk)},
+                            {"cuda_graphs", !(std::getenv("SALA_CUDA_GRAPHS") && std::string(std::getenv("SALA_CUDA_GRAPHS")) == "0")},
                             {"config", name},
                             {"context", L},
                             {"batch", a->batch},

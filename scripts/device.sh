@@ -6,7 +6,7 @@
 #                                      tests: GPU tests, then compute-sanitizer memcheck + racecheck on a quick subset;
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
 #                                      bench: sala bench (SALA-9B, the dense baselines) beside the PyTorch peer, the
-#                                      kernel benchmarks, bench_cpu on the host's cores;
+#                                      kernel benchmarks, bench_cpu on the host's cores (SALA_KERNEL_BENCH=0: without);
 #                                      sweep: TTFT / memory from 8K to 1M (2M for SALA) for the plot.
 #                                      Logs and JSON lines go to $OUT; a short table is printed last.
 set -euo pipefail
@@ -79,11 +79,11 @@ if [[ $what == all || $what == bench ]]; then
     PYTHONUNBUFFERED=1 python3 bench/peers/torch_dense.py --config $c --lengths 32768,131072,262144 --decode 32 \
       --out "$J" 2>&1 | tee "$OUT/peer_$c.txt" || status=1
   done
-  for k in "$B"/bench_*; do
+  [[ ${SALA_KERNEL_BENCH:-1} == 1 ]] && for k in "$B"/bench_*; do
     [[ $(basename "$k") == bench_cpu ]] && continue
     "$k" > "$OUT/$(basename "$k").txt" 2>&1 || status=1
   done
-  OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true
+  [[ ${SALA_KERNEL_BENCH:-1} == 1 ]] && { OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true; }
 fi
 
 if [[ $what == all || $what == graphs ]]; then

@@ -514,7 +514,8 @@ def bench(args):
                 if ri["oom"]:
                     break
             row = dict(engine="pytorch", torch=torch.__version__, card=card, card_gib=round(card_gib, 1),
-                       date=datetime.date.today().isoformat(), config=args.config, repeat=args.repeat, **r)
+                       date=datetime.date.today().isoformat(), config=args.config, repeat=args.repeat,
+                       command="python3 bench/peers/torch_dense.py " + " ".join(sys.argv[1:]), **r)
             rows.append(row)
             print_table([row], header=len(rows) == 1)
             sys.stdout.flush()
