@@ -55,6 +55,30 @@ std::string today() {
   return b;
 }
 
+// The per-op table of --profile on stderr: time per op, share of the phase's wall time, and what is left (host work,
+// launch gaps, synchronisation). Returns {op: seconds per step}.
+nlohmann::json print_profile(const std::string& what, const std::vector<Backend::OpTime>& ops, double wall,
+                             int64_t steps) {
+  nlohmann::json j = nlohmann::json::object();
+  if (ops.empty()) {
+    fmt::print(stderr, "profile: this backend does not time its ops\n");
+    return j;
+  }
+  double sum = 0;
+  for (const auto& o : ops) sum += o.seconds;
+  fmt::print(stderr, "\nprofile: {} ({:.3f} s wall{})\n{:<42} {:>8} {:>11} {:>7}\n", what, wall,
+             steps > 1 ? fmt::format(", {} steps", steps) : "", "op", "calls", "ms / step", "% wall");
+  for (const auto& o : ops) {
+    fmt::print(stderr, "{:<42} {:>8} {:>11.3f} {:>6.1f}%\n", o.op, o.calls / steps, o.seconds * 1e3 / double(steps),
+               100.0 * o.seconds / wall);
+    j[o.op] = o.seconds / double(steps);
+  }
+  fmt::print(stderr, "{:<42} {:>8} {:>11.3f} {:>6.1f}%\n", "(not in an op: host, launches, syncs)", "",
+             (wall - sum) * 1e3 / double(steps), 100.0 * (wall - sum) / wall);
+  j["(not in an op)"] = (wall - sum) / double(steps);
+  return j;
+}
+
 }  // namespace
 
 void add_bench_commands(CLI::App& app) {
@@ -62,6 +86,7 @@ void add_bench_commands(CLI::App& app) {
     std::string preset = "minicpm-sala-9b", config, device = "cuda", lengths = "32k", out, command;
     int64_t decode = 32, chunk = 0, batch = 1;
     uint64_t seed = 1;
+    bool profile = false;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("bench", "Time prefill and decode of a random-weight model made on the device, "
@@ -75,6 +100,9 @@ void add_bench_commands(CLI::App& app) {
   cmd->add_option("--chunk", a->chunk, "Prefill chunk (0 = 8192 on cuda, 2048 on cpu)")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Weight and prompt seed")->capture_default_str();
   cmd->add_option("--out", a->out, "Append one JSON line per length to this file");
+  cmd->add_flag("--profile", a->profile,
+                "Time every op (CUDA events; decode steps then run eagerly) and print where prefill and decode spend "
+                "their time");
   add_device_option(cmd, a->device);
   cmd->callback([a] {
     const Device dev = parse_device(a->device);
@@ -109,7 +137,7 @@ void add_bench_commands(CLI::App& app) {
     plan.total_tokens = max_len * plan.max_seqs;
     plan.max_step_rows = std::max(chunk, a->batch);
     m.plan(plan);
-    fmt::print(stderr, "bench: {} on {}; weights made in {:.1f}s; peaks: matmul {:.0f} TFLOP/s, copy {:.0f} GB/s ({})\n",
+    fmt::print(stderr, "bench: {} on {}; weights made in {:.1f}s; peaks: matmul {:.3g} TFLOP/s, copy {:.0f} GB/s ({})\n",
                name, m.backend().describe(), build_s, peaks.matmul_tflops, peaks.copy_gbs, peaks.how);
     if (max_len > cfg.max_position_embeddings)
       fmt::print(stderr, "sala: warning: {} tokens are above max_position_embeddings {} (random weights: timing only)\n",
@@ -123,6 +151,7 @@ void add_bench_commands(CLI::App& app) {
       std::vector<int32_t> ids(static_cast<size_t>(L));
       for (auto& x : ids) x = int32_t(r.below(uint64_t(cfg.vocab_size)));
       m.backend().reset_memory_peak();
+      if (a->profile) m.backend().set_profiling(true);
       SequenceState st = m.new_state(max_len);
       const auto tp = clk::now();
       std::vector<float> logits = m.prefill(ids, st, chunk, nullptr, false, [&](int64_t done, int64_t total) {
@@ -134,6 +163,7 @@ void add_bench_commands(CLI::App& app) {
       });
       int32_t tok = argmax(logits);
       const double ttft = since(tp);
+      const auto prof_prefill = m.backend().take_profile();
       // decode: B copies of the prefilled sequence, one token each per step
       std::vector<SequenceState> seqs;
       for (int64_t b = 0; b < a->batch; ++b) seqs.push_back(m.clone_state(st));
@@ -159,9 +189,18 @@ void add_bench_commands(CLI::App& app) {
       };
       // two untimed steps: the first of a shape tunes the small GEMMs, the second records the CUDA graph
       for (int w = 0; w < 2; ++w) decode_step();
+      (void)m.backend().take_profile();  // not the warm-up's
       const auto td = clk::now();
       for (int64_t k = 0; k < a->decode; ++k) decode_step();
       const double dec_s = since(td);
+      const auto prof_decode = m.backend().take_profile();
+      m.backend().set_profiling(false);
+      nlohmann::json jprof;
+      if (a->profile) {
+        jprof["prefill"] = print_profile(fmt::format("{} prefill of {} tokens", name, L), prof_prefill, ttft, 1);
+        jprof["decode"] = print_profile(fmt::format("{} decode at {} tokens, batch {} (eager steps)", name, L, a->batch),
+                                        prof_decode, dec_s, a->decode);
+      }
       const double peak = double(m.backend().memory_peak()) / double(1ull << 30);
       const double pre_floor = prefill_flops(cfg, L) / (peaks.matmul_tflops * 1e12);
       // random weights are fp32 on the CPU backend, bf16 on CUDA
@@ -193,6 +232,7 @@ void add_bench_commands(CLI::App& app) {
                             {"peak_gpu_gib", peak},
                             {"matmul_tflops", peaks.matmul_tflops},
                             {"copy_gbs", peaks.copy_gbs}};
+        if (a->profile) j["profile"] = jprof;
         std::ofstream f(a->out, std::ios::app);
         if (!f) fail("{}: cannot open for appending", a->out);
         f << j.dump() << "\n";

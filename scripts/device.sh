@@ -5,6 +5,8 @@
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default) | tests | bench | sweep.
 #                                      tests: GPU tests, then compute-sanitizer memcheck + racecheck on a quick subset;
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
+#                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
+#                                      1 and 32), bench_cpu decode on 1-16 host threads;
 #                                      bench: sala bench (SALA-9B, the dense baselines) beside the PyTorch peer, the
 #                                      kernel benchmarks, bench_cpu on the host's cores (SALA_KERNEL_BENCH=0: without);
 #                                      sweep: TTFT / memory from 8K to 1M (2M for SALA) for the plot.
@@ -97,6 +99,21 @@ if [[ $what == all || $what == graphs ]]; then
   summary+=("decode with CUDA graphs (1) and without (0), SALA-9B at 32K:")
   for g in 1 0; do
     summary+=("  graphs=$g b1: $(grep -E '^minicpm' "$OUT/bench_graphs_$g.txt" | awk '{print $7" tok/s"}') b32: $(grep -E '^minicpm' "$OUT/bench_graphs_b32_$g.txt" | awk '{print $7" tok/s"}')")
+  done
+fi
+
+if [[ $what == profile ]]; then
+  J=$OUT/profile.jsonl
+  "$B/sala" bench --preset minicpm-sala-9b --lengths 256k --decode 16 --profile --out "$J" > "$OUT/profile_sala9b.txt" 2>&1 || status=1
+  "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 8 --batch 32 --profile --out "$J" > "$OUT/profile_sala9b_b32.txt" 2>&1 || status=1
+  for t in 1 2 4 8 16; do
+    OMP_NUM_THREADS=$t "$B/bench_cpu" > "$OUT/bench_cpu_${t}t.txt" 2>&1 || true
+  done
+  OMP_NUM_THREADS=16 OMP_WAIT_POLICY=passive "$B/bench_cpu" > "$OUT/bench_cpu_16t_passive.txt" 2>&1 || true
+  OMP_NUM_THREADS=8 OMP_PROC_BIND=close OMP_PLACES=cores "$B/bench_cpu" > "$OUT/bench_cpu_8t_cores.txt" 2>&1 || true
+  summary+=("profile: profile_sala9b*.txt; host CPU decode tok/s by threads (sala-tiny, sala-100m):")
+  for f in "$OUT"/bench_cpu_*t*.txt; do
+    summary+=("  $(basename "$f" .txt): $(awk '$2 == "decode" {printf "%s %s  ", $1, $4}' "$f")")
   done
 fi
 

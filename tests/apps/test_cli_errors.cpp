@@ -280,3 +280,26 @@ TEST_F(CliErrors, ImportChecksItsVocabularyBeforeWritingTheModel) {
   ASSERT_EQ(run_split("import llama2c " + bin + " --out " + out, tmp).code, 0);
   EXPECT_FALSE(std::filesystem::exists(out + "/llama2c_tokenizer.bin"));
 }
+
+// sala bench on the CPU: the table on stdout, one JSON line per length with every figure beside its floor, --profile
+// saying that this backend has no per-op times, and bad values refused naming the option.
+TEST_F(CliErrors, BenchOnTheCpuWritesItsFiguresAndRefusesBadValues) {
+  const std::string j = tmp.file("bench.jsonl");
+  const Split ok = run_split("bench --preset sala-tiny --device cpu --lengths 100,64 --decode 2 --profile --out " + j, tmp);
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("sala-tiny"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.err.find("profile: this backend does not time its ops"), std::string::npos) << ok.err;
+  std::ifstream f(j);
+  std::string line;
+  int lines = 0;
+  while (std::getline(f, line)) {
+    ++lines;
+    for (const char* key : {"\"ttft_s\"", "\"ttft_floor_s\"", "\"decode_tok_s\"", "\"decode_floor_tok_s\"",
+                            "\"commit\"", "\"command\"", "\"card\"", "\"date\"", "\"profile\""})
+      EXPECT_NE(line.find(key), std::string::npos) << key << " missing in " << line;
+  }
+  EXPECT_EQ(lines, 2);
+  expect_failure(run_split("bench --preset sala-tiny --device cpu --lengths 100 --decode 0", tmp), 2, {"--decode"});
+  expect_failure(run_split("bench --preset sala-tiny --device cpu --lengths 12q", tmp), 2, {"12q"});
+  expect_failure(run_split("bench --preset no-such --device cpu", tmp), 1, {"no-such"});
+}

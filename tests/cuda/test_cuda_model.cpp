@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <map>
 
 #include "sala/backend/cuda/cuda_backend.h"
 #include "sala/model/model.h"
@@ -283,6 +284,36 @@ TEST(CudaModel, NonFiniteLogitsAreAnErrorWhenDrawingOnTheGpu) {
       test::expect_error([&] { generate(g, st, prompt, o); },
                          {"non-finite logits (NaN or +Inf) at position 39 (the prompt's last token)"});
     }
+}
+
+// --profile's per-op times: every op kind of a SALA step appears with its calls and a positive time, and profiled
+// (eager) decode steps give the logits of recorded ones.
+TEST(CudaModel, ProfileTimesEveryOpAndChangesNoResult) {
+  REQUIRE_CUDA();
+  Pair p = make_pair("sala-tiny64", 15);
+  Model& g = p.gpu;
+  const auto ids = test::random_ids(700, g.config().vocab_size, 5);  // sparse (dense_len 512)
+  SequenceState a = g.new_state(), b = g.new_state();
+  g.prefill(ids, a);
+  std::vector<std::vector<float>> plain;
+  for (int k = 0; k < 4; ++k) plain.push_back(g.decode(int32_t(k + 3), a));
+  g.backend().set_profiling(true);
+  g.prefill(ids, b);
+  const auto pre = g.backend().take_profile();
+  std::map<std::string, Backend::OpTime> by;
+  for (const auto& o : pre) by[o.op] = o;
+  for (const char* op : {"embed", "add + rmsnorm", "lightning", "select (stage 1 + top-k)", "attention sparse",
+                         "kv append + K1/K2", "silu * up", "linear gate_proj|up_proj", "linear down_proj", "linear lm_head"}) {
+    ASSERT_TRUE(by.count(op)) << op;
+    EXPECT_GT(by[op].calls, 0) << op;
+    EXPECT_GT(by[op].seconds, 0.0) << op;
+  }
+  EXPECT_EQ(by["lightning"].calls, 2);  // one prefill step, layers S L L S
+  for (int k = 0; k < 4; ++k) EXPECT_EQ(g.decode(int32_t(k + 3), b), plain[size_t(k)]) << "profiled decode " << k;
+  EXPECT_FALSE(g.backend().take_profile().empty());
+  g.backend().set_profiling(false);
+  g.decode(1, b);
+  EXPECT_TRUE(g.backend().take_profile().empty()) << "nothing timed once profiling is off";
 }
 
 TEST(CudaModel, DenseTeacherAndSmallSalaMatchCpu) {

@@ -191,6 +191,16 @@ class Backend {
   // Lightning state of the first sequence of the step for `layer` (traces): (H, D, D) f32.
   virtual void read_state(std::vector<float>& out, int layer, int slot) = 0;
   virtual void synchronize() {}
+  // Per-op timing (sala bench --profile): while on, the backend times every op of every step (CUDA: with events, and
+  // every step eager: a recorded graph has no per-op times); take_profile returns the sums since the last take, by op
+  // label ("linear q_proj|k_proj|v_proj", "attention sparse", ...), largest first. Backends without it return none.
+  struct OpTime {
+    std::string op;
+    int64_t calls = 0;
+    double seconds = 0;
+  };
+  virtual void set_profiling(bool on) {}
+  virtual std::vector<OpTime> take_profile() { return {}; }
   virtual Peaks measure_peaks() = 0;
   // Device memory in use by the process now and at most since the last reset (0 where unknown).
   virtual int64_t memory_in_use() const { return 0; }

@@ -85,6 +85,8 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     abandon_capture();
     drop_graphs();
+    for (Mark& m : marks_) event_pool_.push_back(m.a), event_pool_.push_back(m.b);
+    for (cudaEvent_t e : event_pool_) cudaEventDestroy(e);
     if (h_step_) cudaFreeHost(h_step_);
     if (h_gather_) cudaFreeHost(h_gather_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -111,6 +113,9 @@ class CudaBackend final : public Backend {
     }
     weight_bytes_ = (at + 255) / 256 * 256;
     mats_.push_back(off);
+    std::string label = "linear ";
+    for (size_t i = 0; i < parts.size(); ++i) label += (i ? "|" : "") + short_name(parts[i].name);
+    mat_labels_.push_back(std::move(label));
     return m;
   }
   Vec add_vector(const HostTensor& t) override {
@@ -209,11 +214,13 @@ class CudaBackend final : public Backend {
   void end_replayable() override;
   void embed(Act h, Mat table, float scale) override {
     if (replaying()) return;
+    const OpScope t(this, "embed");
     cuda::embed(static_cast<float*>(h.data), d_tokens_, w(mats_[size_t(table.id)]), scale, int(h.rows), int(h.cols),
                 stream_);
   }
   void add_rmsnorm(Act h, const Act* a, float a_scale, Act* out, Vec wv, float eps, float post_div) override {
     if (replaying()) return;
+    const OpScope t(this, out ? "add + rmsnorm" : "add (residual)");
     cuda::add_rmsnorm(static_cast<float*>(h.data), a ? static_cast<const bf16*>(a->data) : nullptr, a ? int(a->ld) : 0,
                       a_scale, out ? static_cast<bf16*>(out->data) : nullptr, out ? int(out->ld) : 0,
                       w(vecs_[size_t(wv.id)]), eps, 1.0f / post_div, int(h.rows), int(h.cols), stream_);
@@ -221,6 +228,7 @@ class CudaBackend final : public Backend {
   void linear(Act y, const Act& x, Mat m) override {
     SALA_CHECK(y.cols == m.out && x.cols == m.in && x.rows == y.rows && x.dtype == DType::BF16);
     if (replaying()) return;
+    const OpScope t(this, mat_labels_[size_t(m.id)]);
     if (y.dtype == DType::F32)
       gemm_->matmul_f32(static_cast<float*>(y.data), int(y.ld), static_cast<const bf16*>(x.data), int(x.ld),
                         w(mats_[size_t(m.id)]), int(x.rows), int(m.in), int(m.out), stream_);
@@ -233,6 +241,7 @@ class CudaBackend final : public Backend {
     RopeArgs ra;
     if (rope) ra = rope_args(*rope);
     if (replaying()) return;
+    const OpScope t(this, q_norm ? "qk norm + rope" : "rope");
     cuda::qk_norm_rope(static_cast<bf16*>(x.data), int(x.ld), int(q_off), int(Hq), int(k_off), int(Hkv), int(D),
                        q_norm ? w(vecs_[size_t(q_norm.id)]) : nullptr, k_norm ? w(vecs_[size_t(k_norm.id)]) : nullptr,
                        eps, ra, rows_, stream_);
@@ -240,16 +249,19 @@ class CudaBackend final : public Backend {
   void silu_mul(Act out, const Act& gu) override {
     SALA_CHECK(out.ld == out.cols && gu.ld == gu.cols);
     if (replaying()) return;
+    const OpScope t(this, "silu * up");
     cuda::silu_mul(static_cast<bf16*>(out.data), static_cast<const bf16*>(gu.data), int(out.rows), int(out.cols),
                    stream_);
   }
   void mul_sigmoid(Act x, const Act& g) override {
     if (replaying()) return;
+    const OpScope t(this, "* sigmoid(gate)");
     cuda::mul_sigmoid(static_cast<bf16*>(x.data), int(x.ld), static_cast<const bf16*>(g.data), int(g.ld), int(x.rows),
                       int(x.cols), stream_);
   }
   void rmsnorm_rows(Act x, Vec wv, float eps) override {
     if (replaying()) return;
+    const OpScope t(this, "rmsnorm rows");
     cuda::rmsnorm_rows(static_cast<bf16*>(x.data), int(x.ld), w(vecs_[size_t(wv.id)]), eps, int(x.rows), int(x.cols),
                        stream_);
   }
@@ -263,6 +275,7 @@ class CudaBackend final : public Backend {
       SALA_CUDA_CHECK(cudaMemcpy(d_log_decay_->p, log_decay, size_t(H) * 4, cudaMemcpyHostToDevice));
     }
     if (replaying()) return;
+    const OpScope t(this, "lightning");
     cuda::lightning(static_cast<bf16*>(o.data), int(o.ld), static_cast<const bf16*>(x.data), int(x.ld), int(q_off),
                     int(k_off), int(v_off), state_.as<float>() + size_t(L.light_index) * state_per_layer_,
                     int64_t(state_per_layer_ * size_t(n_light_)), d_log_decay_->as<float>(), scale, int(H), int(Hkv),
@@ -273,6 +286,7 @@ class CudaBackend final : public Backend {
     bf16 *k, *v, *k1, *k2;
     layer_pages(L, k, v, k1, k2);
     if (replaying()) return;
+    const OpScope t(this, compressed ? "kv append + K1/K2" : "kv append");
     cuda::kv_append(k, v, compressed ? k1 : nullptr, compressed ? k2 : nullptr, static_cast<const bf16*>(x.data),
                     int(x.ld), int(k_off), int(v_off), L.kv_heads, L.head_dim, rows_, stream_);
   }
@@ -291,6 +305,7 @@ class CudaBackend final : public Backend {
     sel_Hkv_ = L.kv_heads;
     sel_valid_ = true;
     if (replaying()) return;
+    const OpScope t(this, "select (stage 1 + top-k)");
     cuda::infllmv2_select(idx_.as<int32_t>(), static_cast<const bf16*>(x.data), int(x.ld), int(q_off), int(Hq),
                           L.kv_heads, L.head_dim, k1, k2, a, max_ctx_, rows_, workspace_.p, stream_);
   }
@@ -300,6 +315,7 @@ class CudaBackend final : public Backend {
     layer_pages(L, k, v, k1, k2);
     const bool sparse = L.kind == LayerKind::Sparse && sel_valid_ && any_sparse_;
     if (replaying()) return;
+    const OpScope t(this, L.kind == LayerKind::Dense ? "attention dense" : sparse ? "attention sparse" : "attention (sparse layer, dense call)");
     cuda::attention(static_cast<bf16*>(o.data), int(o.ld), static_cast<const bf16*>(x.data), int(x.ld), int(q_off),
                     int(Hq), L.kv_heads, L.head_dim, k, v, sparse ? idx_.as<int32_t>() : nullptr, sel_K_, scale,
                     max_ctx_, rows_, workspace_.p, stream_);
@@ -308,6 +324,7 @@ class CudaBackend final : public Backend {
     SALA_CHECK(dst.dtype == src.dtype && dst.cols == src.cols && int64_t(rows.size()) == dst.rows);
     std::memcpy(h_gather_, rows.data(), rows.size() * 4);
     SALA_CUDA_CHECK(cudaMemcpyAsync(d_gather_, h_gather_, rows.size() * 4, cudaMemcpyHostToDevice, stream_));
+    const OpScope t(this, "gather rows");
     cuda::gather_rows(dst.data, int(dst.ld), src.data, int(src.ld), d_gather_, int(rows.size()), int(src.cols),
                       int(dtype_size(src.dtype)), stream_);
   }
@@ -354,6 +371,7 @@ class CudaBackend final : public Backend {
     a.seed = p.seed;
     a.step = step;
     // one history for every row: a stride of 0 between rows
+    const OpScope t(this, "sample");
     cuda::sample(tokens_.as<int32_t>() + at, static_cast<float*>(logits.data), int(logits.rows), int(logits.cols),
                  penalise ? hist_.as<int32_t>() : nullptr, penalise ? int(history.size()) : 0, 0, a,
                  sample_ws_.p, stream_);
@@ -375,6 +393,20 @@ class CudaBackend final : public Backend {
     SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void synchronize() override { SALA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void set_profiling(bool on) override {
+    synchronize();
+    resolve_profile();
+    profiling_ = on;
+  }
+  std::vector<OpTime> take_profile() override {
+    synchronize();
+    resolve_profile();
+    std::vector<OpTime> out;
+    for (auto& [op, t] : profile_) out.push_back(t);
+    std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.seconds > b.seconds; });
+    profile_.clear();
+    return out;
+  }
   Peaks measure_peaks() override;
   int64_t memory_in_use() const override {
     size_t free_b = 0, total_b = 0;
@@ -387,6 +419,54 @@ class CudaBackend final : public Backend {
   void reset_memory_peak() override { peak_ = 0; }
 
  private:
+  // ---- per-op timing (set_profiling) ----
+  struct Mark {
+    std::string op;
+    cudaEvent_t a, b;
+  };
+  struct OpScope {  // times one op between two events on the stream when profiling
+    CudaBackend* be;
+    int i = -1;
+    OpScope(CudaBackend* b, const std::string& op) : be(b) {
+      if (!b->profiling_) return;
+      i = int(b->marks_.size());
+      b->marks_.push_back({op, b->event(), b->event()});
+      SALA_CUDA_CHECK(cudaEventRecord(b->marks_.back().a, b->stream_));
+    }
+    ~OpScope() {
+      if (i >= 0) cudaEventRecord(be->marks_[size_t(i)].b, be->stream_);
+    }
+  };
+  cudaEvent_t event() {
+    if (event_pool_.empty()) {
+      cudaEvent_t e = nullptr;
+      SALA_CUDA_CHECK(cudaEventCreate(&e));
+      return e;
+    }
+    cudaEvent_t e = event_pool_.back();
+    event_pool_.pop_back();
+    return e;
+  }
+  void resolve_profile() {  // the stream has passed every mark (the caller synchronised)
+    for (Mark& m : marks_) {
+      float ms = 0;
+      SALA_CUDA_CHECK(cudaEventElapsedTime(&ms, m.a, m.b));
+      OpTime& t = profile_[m.op];
+      t.op = m.op;
+      ++t.calls;
+      t.seconds += double(ms) / 1e3;
+      event_pool_.push_back(m.a);
+      event_pool_.push_back(m.b);
+    }
+    marks_.clear();
+  }
+  static std::string short_name(const std::string& n) {  // "model.layers.3.self_attn.q_proj.weight" -> "q_proj"
+    std::string s = n;
+    if (s.size() > 7 && s.ends_with(".weight")) s.resize(s.size() - 7);
+    const size_t dot = s.rfind('.');
+    return dot == std::string::npos ? s : s.substr(dot + 1);
+  }
+
   // ---- decode steps as CUDA graphs ----
   // A step of single-token rows (decode) is recorded the second time its shape is seen and replayed after that: the
   // shape is (rows, sequences, any sparse, context bucket); everything else the kernels read lives at fixed device
@@ -486,6 +566,11 @@ class CudaBackend final : public Backend {
   bool any_sparse_ = false, sel_valid_ = false;
   mutable int64_t peak_ = 0;
   Mode mode_ = Mode::Eager;
+  bool profiling_ = false;
+  std::vector<Mark> marks_;
+  std::vector<cudaEvent_t> event_pool_;
+  std::map<std::string, OpTime> profile_;
+  std::vector<std::string> mat_labels_;
   GraphKey graph_key_;
   std::map<GraphKey, Graph> graphs_;
   bool graphs_enabled_ = true;
@@ -712,9 +797,10 @@ void CudaBackend::begin_step(const Step& st) {
   sel_valid_ = false;
   // The pinned mirror is reused by the next step: wait for this upload before returning (no host sync in kernels).
   SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profiling_) resolve_profile();  // the stream has passed the previous steps' marks
   const bool decode = N == S && N <= kMaxGraphRows;
   if (decode) max_ctx_ = std::min<int>(ctx_bucket(max_ctx_), int(std::min<int64_t>(plan_.max_tokens, INT32_MAX)));
-  if (!decode || !st.replayable || !graphs_enabled_) return;
+  if (!decode || !st.replayable || !graphs_enabled_ || profiling_) return;
   graph_key_ = GraphKey{N, S, max_ctx_, any_sparse_};
   Graph& g = graphs_[graph_key_];
   if (g.exec) {
