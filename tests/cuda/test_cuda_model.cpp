@@ -45,6 +45,14 @@ Pair make_pair(const std::string& preset, uint64_t seed) {
   return {std::move(cpu), std::move(gpu)};
 }
 
+CachePlan plan_of(int64_t seqs, int64_t tokens, int64_t rows) {
+  CachePlan p;
+  p.max_seqs = seqs;
+  p.max_tokens = tokens;
+  p.max_step_rows = rows;
+  return p;
+}
+
 }  // namespace
 
 TEST(CudaModel, PrefillInChunksThenDecodeMatchesCpuOnBothSidesOfDenseLen) {
@@ -108,11 +116,7 @@ TEST(CudaModel, AVarlenBatchGivesEachSequenceWhatItGetsAlone) {
   const std::vector<std::vector<int32_t>> prompts = {test::random_ids(700, V, 1), test::random_ids(40, V, 2), test::random_ids(1, V, 3),
                                                      test::random_ids(513, V, 4)};
   Model& g = p.gpu;
-  CachePlan plan;
-  plan.max_seqs = 4;
-  plan.max_tokens = 2048;
-  plan.max_step_rows = 2048;
-  g.plan(plan);
+  g.plan(plan_of(4, 2048, 2048));
   std::vector<SequenceState> st;
   for (size_t i = 0; i < prompts.size(); ++i) st.push_back(g.new_state(2048));
   std::vector<std::vector<float>> logits(prompts.size());
@@ -170,12 +174,8 @@ TEST(CudaModel, DecodeGraphsGiveTheEagerLogitsBitwise) {
     }
   }
   // a batch of three sequences of different lengths, decoding together
-  CachePlan plan;
-  plan.max_seqs = 3;
-  plan.max_tokens = 2048;
-  plan.max_step_rows = 512;
-  eager.plan(plan);
-  graph.plan(plan);
+  eager.plan(plan_of(3, 2048, 512));
+  graph.plan(plan_of(3, 2048, 512));
   std::vector<SequenceState> se, sg;
   const int64_t lens[3] = {20, 600, 300};
   for (int i = 0; i < 3; ++i) {
@@ -237,11 +237,7 @@ TEST(CudaModel, DrawsOnTheGpuAgreeWithTheHostSampler) {
   o.sampling.repetition_penalty = 1.3f;
   for (int32_t t : run(o)) EXPECT_TRUE(t >= 0 && t < V);
   // a step of three sequences with draws and logits: each token is its row's argmax (lowest id on ties)
-  CachePlan plan;
-  plan.max_seqs = 3;
-  plan.max_tokens = 1024;
-  plan.max_step_rows = 512;
-  g.plan(plan);
+  g.plan(plan_of(3, 1024, 512));
   std::vector<SequenceState> st;
   const SamplingParams greedy;
   std::vector<int32_t> toks(3, -2);
