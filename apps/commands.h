@@ -9,6 +9,7 @@ void add_generate_commands(CLI::App& app);  // generate, dump
 void add_chat_commands(CLI::App& app);      // chat
 void add_compare_commands(CLI::App& app);   // compare
 void add_bench_commands(CLI::App& app);     // bench
+void add_eval_commands(CLI::App& app);      // eval
 
 }  // namespace sala::app
 

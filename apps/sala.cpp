@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
   sala::app::add_chat_commands(app);
   sala::app::add_compare_commands(app);
   sala::app::add_bench_commands(app);
+  sala::app::add_eval_commands(app);
   add_text_commands(app);
   try {
     check_subcommand_words(app, argc, argv);

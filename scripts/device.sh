@@ -7,6 +7,8 @@
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32), bench_cpu decode on 1-16 host threads;
+#                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
+#                                      samples at 32K batched (throughput; random weights score nothing);
 #                                      bench: sala bench (SALA-9B, the dense baselines) beside the PyTorch peer, the
 #                                      kernel benchmarks, bench_cpu on the host's cores (SALA_KERNEL_BENCH=0: without);
 #                                      sweep: TTFT / memory from 8K to 1M (2M for SALA) for the plot.
@@ -36,6 +38,11 @@ if [[ $mode == pack ]]; then
       esac
     done
   done
+  # the MiniCPM tokenizer fixture for `run eval` (the GPU machine has no ../shared): staged in the build output only
+  if [[ -d ../shared/fixtures/minicpm-tokenizer ]]; then
+    mkdir -p "$DEV/fixtures/minicpm-tokenizer"
+    find ../shared/fixtures/minicpm-tokenizer -maxdepth 1 -type f -exec cp {} "$DEV/fixtures/minicpm-tokenizer/" \;
+  fi
   git rev-parse --short HEAD > "$DEV/commit" 2>/dev/null || echo unknown > "$DEV/commit"
   du -sh "$DEV"
   exit 0
@@ -114,6 +121,20 @@ if [[ $what == profile ]]; then
   summary+=("profile: profile_sala9b*.txt; host CPU decode tok/s by threads (sala-tiny, sala-100m):")
   for f in "$OUT"/bench_cpu_*t*.txt; do
     summary+=("  $(basename "$f" .txt): $(awk '$2 == "decode" {printf "%s %s  ", $1, $4}' "$f")")
+  done
+fi
+
+if [[ $what == eval ]]; then
+  tok=$DEV/fixtures/minicpm-tokenizer  # staged by pack from ../shared
+  [[ -d $tok ]] || tok=../shared/fixtures/minicpm-tokenizer
+  for run in "128k 50 1" "32k 0,100 2"; do
+    read -r len depths n <<< "$run"
+    d=/tmp/sala-eval-$len
+    "$B/sala" eval --preset minicpm-sala-9b --tokenizer "$tok" --tasks passkey --lengths "$len" --depths "$depths" \
+      --samples "$n" --device cuda --out "$d" > "$OUT/eval_$len.txt" 2>&1 || status=1
+    [[ -f $d/summary.md ]] && cat "$d/summary.md" >> "$OUT/eval_$len.txt"
+    [[ -f $d/results.jsonl ]] && cp "$d/results.jsonl" "$OUT/eval_$len.jsonl"
+    summary+=("eval passkey $len: $(grep -m1 -iE 'tok/s|wall' "$OUT/eval_$len.txt" | cut -c1-200)")
   done
 fi
 

@@ -288,6 +288,7 @@ TEST(CudaModel, ProfileTimesEveryOpAndChangesNoResult) {
   REQUIRE_CUDA();
   Pair p = make_pair("sala-tiny64", 15);
   Model& g = p.gpu;
+  g.plan(plan_of(2, 2048, 2048));  // two sequences
   const auto ids = test::random_ids(700, g.config().vocab_size, 5);  // sparse (dense_len 512)
   SequenceState a = g.new_state(), b = g.new_state();
   g.prefill(ids, a);
