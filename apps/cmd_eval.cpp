@@ -276,10 +276,11 @@ void run_eval(const Args& a) {
   const int64_t pre = st.prefill_tokens + pst.prefill_tokens, dec = st.decode_tokens;
   std::string header = fmt::format(
       "sala eval: {} on {}, tokenizer {}, {} prompts, seed {}; {} samples, {:.1f}s (load {:.1f}s), prefill {} tokens "
-      "({:.0f} tok/s), decode {} tokens ({:.1f} tok/s), {} sequences per step at most\n\n",
+      "({:.0f} tok/s), decode {} tokens ({:.1f} tok/s in decode-only steps), {} sequences per step at most\n\n",
       a.preset.empty() ? a.model : a.preset + " (random weights)", m.backend().describe(), tok_path,
       ctx.format.chat ? "chat-template" : "raw", a.seed, samples.size(), secs, load_s, pre,
-      double(pre) / std::max(secs, 1e-9), dec, double(dec) / std::max(st.seconds, 1e-9), plan.max_seqs);
+      double(pre) / std::max(st.prefill_seconds + pst.prefill_seconds, 1e-9), dec,
+      double(dec) / std::max(st.decode_seconds, 1e-9), plan.max_seqs);
   const std::string md = eval::summary_markdown(recs, ppl, header);
   if (!a.out.empty()) {
     fs::create_directories(a.out);

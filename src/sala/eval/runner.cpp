@@ -110,8 +110,13 @@ std::vector<std::vector<int32_t>> run_jobs(const Model& m, std::span<const Job> 
       rows.push_back(n);
       budget -= n;
     }
+    const auto ts = std::chrono::steady_clock::now();
     m.step(items);
+    const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     ++rs.steps;
+    bool prompt_rows = false;
+    for (Live* l : who) prompt_rows |= !l->decoding;
+    (prompt_rows ? rs.prefill_seconds : rs.decode_seconds) += step_s;
     for (size_t i = 0; i < who.size(); ++i) {
       Live& l = *who[i];
       const Job& j = jobs[l.job];

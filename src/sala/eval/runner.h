@@ -33,6 +33,8 @@ struct RunProgress {
 struct RunStats {
   int64_t prefill_tokens = 0, decode_tokens = 0, steps = 0;
   double seconds = 0;
+  // Time of the steps that carried prompt rows (with any decode rows beside them) and of the decode-only steps.
+  double prefill_seconds = 0, decode_seconds = 0;
 };
 
 struct RunOptions {

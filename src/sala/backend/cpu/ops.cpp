@@ -97,12 +97,13 @@ __attribute__((always_inline)) inline void tile_4x3(float* y, int64_t ldy, const
 }
 
 // Threads for a matmul of T rows over a weight of `bytes`: with few rows (decode) the work is reading the weight once,
-// so threads are added per ~1 MiB of it (waking 16 threads for a 2 MiB matrix costs more than it saves); with many
-// rows the work is arithmetic and every thread helps once the multiply-adds pass kParallelWork.
+// so threads are added per 256 KiB of it: one thread streams only 5-8 GB/s (the H200 host: 8 GB/s on 1 thread, 81 on
+// 16), so a thread's share takes ~40 us, several times the wake-up it costs; per MiB, 16 threads read at 2.8-4.4x
+// the floor. With many rows the work is arithmetic and every thread helps once the multiply-adds pass kParallelWork.
 inline int matmul_threads(int64_t T, int64_t bytes) {
   const int max = omp_get_max_threads();
   if (T >= 8) return T * (bytes / 2) > kParallelWork ? max : 1;
-  return int(std::clamp<int64_t>(bytes >> 20, 1, max));
+  return int(std::clamp<int64_t>(bytes >> 18, 1, max));
 }
 
 // Output rows in blocks of 4 are split across threads; each block walks the tokens 3 at a time, so a weight row
@@ -112,7 +113,10 @@ __attribute__((always_inline)) inline void matmul_body(float* y, int64_t ldy, co
                                                        const typename W::T* w, int64_t T, int64_t in, int64_t out) {
   const int64_t ob = out / 4, t3 = T / 3 * 3;
   const int nt = matmul_threads(T, in * out * int64_t(sizeof(typename W::T)));
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  // guided, not static: on a VM a thread that loses its vCPU for a while stalls a static split (H200 host, sala-100m
+  // decode on 16 threads: static 31 tok/s, guided 70; equal on 2 to 8 threads). Each output row is computed by one
+  // thread either way, so the results do not depend on the schedule.
+#pragma omp parallel for schedule(guided) num_threads(nt) if (nt > 1)
   for (int64_t b = 0; b <= ob; ++b) {
     const int64_t o0 = b * 4, o1 = std::min(out, o0 + 4);
     if (o0 >= o1) continue;
