@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "sala/core/edit_distance.h"
 #include "sala/core/error.h"
 #include "sala_version.h"
 #ifdef SALA_HAVE_CUDA
@@ -24,21 +25,6 @@ constexpr int kExitError = 1, kExitUsage = 2, kExitInternal = 3;
 struct UnknownCommand {
   std::string message, path;  // path: the command whose help lists the valid words
 };
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
 
 // CLI11 reports `sala generat` as "A subcommand is required": name the unknown word (and the nearest command) instead.
 // Walks the leading words of the command line through the subcommand tree.
@@ -57,7 +43,7 @@ void check_subcommand_words(CLI::App& app, int argc, char** argv) {
       size_t best_d = 3;  // suggest only close matches
       for (CLI::App* s : subs) {
         names += (names.empty() ? "" : ", ") + s->get_name();
-        size_t d = edit_distance(argv[i], s->get_name());
+        size_t d = sala::edit_distance(argv[i], s->get_name());
         if (d < best_d) best_d = d, best = s->get_name();
       }
       throw UnknownCommand{(path == "sala" ? "" : path.substr(5) + ": ") + "unknown command '" + argv[i] + "'" +

@@ -6,6 +6,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "sala/core/edit_distance.h"
 #include "sala/core/error.h"
 #include "sala/core/rng.h"
 #include "sala/eval/fit.h"
@@ -48,21 +49,6 @@ std::string task_list() {
   std::string s;
   for (const TaskInfo& t : kTasks) s += (s.empty() ? "" : ", ") + std::string(t.name);
   return s + " (groups: all, ruler, niah)";
-}
-
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
 }
 
 uint64_t mix(uint64_t h, uint64_t v) {
