@@ -2,7 +2,9 @@
 # GPU work in one place.
 #   bash scripts/device.sh pack        here (no GPU): build the release tree and gather the binaries plus the shared
 #                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
-#   bash scripts/device.sh run [what]  on the GPU machine: what = all (default) | tests | bench | sweep.
+#   bash scripts/device.sh run [what]  on the GPU machine: what = all (default: tests + bench, ~8 min) | tests |
+#                                      bench | graphs | profile | eval | sweep (one mode per device call: a call
+#                                      stops at 10 min, and only 8 files under $OUT come back).
 #                                      tests: GPU tests, then compute-sanitizer memcheck + racecheck on a quick subset;
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
@@ -95,7 +97,7 @@ if [[ $what == all || $what == bench ]]; then
   [[ ${SALA_KERNEL_BENCH:-1} == 1 ]] && { OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true; }
 fi
 
-if [[ $what == all || $what == graphs ]]; then
+if [[ $what == graphs ]]; then
   J=$OUT/bench_graphs.jsonl
   for g in 1 0; do
     SALA_CUDA_GRAPHS=$g "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$J" 2>&1 \
