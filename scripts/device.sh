@@ -156,4 +156,13 @@ for f in "$OUT"/bench_sala9b.txt "$OUT"/bench_sala9b_b32.txt "$OUT"/bench_minicp
   [[ -f $f ]] && grep -vE '^(bench:|prefill )' "$f" | tail -n +1
 done
 for f in "$OUT"/peer_*.txt; do [[ -f $f ]] && tail -4 "$f"; done
+# Only 8 files under $OUT come back from a device call: past 7, every file but the JSON lines goes into one archive
+# (tar xzf logs.tgz to read them).
+n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
+if (( n > 7 )); then
+  (cd "$OUT" && find . -maxdepth 1 -type f ! -name '*.jsonl' -printf '%f\n' | tar czf logs.tgz -T - --remove-files)
+  j=$(find "$OUT" -maxdepth 1 -name '*.jsonl' | wc -l)
+  if (( j > 6 )); then (cd "$OUT" && tar czf jsonl.tgz --remove-files ./*.jsonl); fi
+  echo "device.sh: logs in \$OUT/logs.tgz"
+fi
 exit $status
