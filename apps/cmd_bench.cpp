@@ -101,8 +101,8 @@ void add_bench_commands(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Weight and prompt seed")->capture_default_str();
   cmd->add_option("--out", a->out, "Append one JSON line per length to this file");
   cmd->add_flag("--profile", a->profile,
-                "Time every op (CUDA events; decode steps then run eagerly) and print where prefill and decode spend "
-                "their time");
+                "Time every op (CUDA events, with decode steps run eagerly; wall clock on the CPU) and print where "
+                "prefill and decode spend their time");
   add_device_option(cmd, a->device);
   cmd->callback([a] {
     const Device dev = parse_device(a->device);
@@ -198,7 +198,8 @@ void add_bench_commands(CLI::App& app) {
       nlohmann::json jprof;
       if (a->profile) {
         jprof["prefill"] = print_profile(fmt::format("{} prefill of {} tokens", name, L), prof_prefill, ttft, 1);
-        jprof["decode"] = print_profile(fmt::format("{} decode at {} tokens, batch {} (eager steps)", name, L, a->batch),
+        jprof["decode"] = print_profile(fmt::format("{} decode at {} tokens, batch {}{}", name, L, a->batch,
+                                                    dev == Device::CUDA ? " (eager steps)" : ""),
                                         prof_decode, dec_s, a->decode);
       }
       const double peak = double(m.backend().memory_peak()) / double(1ull << 30);

@@ -3,6 +3,8 @@
 // in their stored dtype (bf16 views into the mapped file) give bitwise the logits of fp32 copies of the same values.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "sala/model/model.h"
 #include "sala/model/presets.h"
 #include "test_util.h"
@@ -165,4 +167,28 @@ TEST(Batch, RandomModelsMadeByTheBackendHaveEveryProjection) {
     EXPECT_NE(other.prefill(ids, st3), logits);
     test::expect_error([&] { (void)m.weights(); }, {"no host copy"});
   }
+}
+
+// --profile on the CPU: every op kind of a SALA step is timed, with its calls, and timing changes no logit.
+TEST(Batch, ProfilingTimesEveryOpAndChangesNoLogit) {
+  const ModelConfig c = preset_config("sala-tiny");
+  const Model m(c, random_weights(c, 3));
+  const auto ids = test::random_ids(int64_t(c.sparse.dense_len) + 40, c.vocab_size, 4);  // a sparse call
+  SequenceState a = m.new_state(), b = m.new_state();
+  const auto plain = m.prefill(ids, a);
+  m.backend().set_profiling(true);
+  EXPECT_EQ(m.prefill(ids, b), plain);
+  EXPECT_EQ(m.decode(5, b), m.decode(5, a));
+  const auto ops = m.backend().take_profile();
+  m.backend().set_profiling(false);
+  std::map<std::string, Backend::OpTime> by;
+  for (const auto& o : ops) by[o.op] = o;
+  for (const char* op : {"embed", "add + rmsnorm", "lightning", "select (stage 1 + top-k)", "attention sparse",
+                         "kv append + K1/K2", "linear gate_proj|up_proj", "linear down_proj", "gather rows"})
+    EXPECT_GT(by[op].calls, 0) << op;
+  const int64_t layers = c.num_hidden_layers;
+  EXPECT_EQ(by["linear down_proj"].calls, 3 * layers) << "one prefill step and two decode steps (b, then a)";
+  for (size_t i = 1; i < ops.size(); ++i) EXPECT_GE(ops[i - 1].seconds, ops[i].seconds) << "largest first";
+  m.decode(6, b);
+  EXPECT_TRUE(m.backend().take_profile().empty()) << "nothing is timed once profiling is off";
 }

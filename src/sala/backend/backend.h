@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sala/core/dtype.h"
@@ -207,6 +208,17 @@ class Backend {
   virtual int64_t memory_peak() const { return 0; }
   virtual void reset_memory_peak() {}
 };
+
+// The sums behind Backend::take_profile, and the label of a matrix's GEMM ("linear q_proj|k_proj|v_proj": the last
+// part of each stored tensor's name).
+class OpTimes {
+ public:
+  void add(std::string_view op, double seconds);
+  std::vector<Backend::OpTime> take();  // largest first; the sums start again from zero
+ private:
+  std::vector<Backend::OpTime> sums_;
+};
+std::string matrix_label(std::span<const HostTensor> parts);
 
 std::unique_ptr<Backend> make_cpu_backend();
 // The CUDA backend lives in the sala_cuda library, which registers its factory (cuda::register_backend(), called by

@@ -58,6 +58,7 @@ class CpuBackend final : public Backend {
   Mat add_matrix(std::span<const HostTensor> parts) override {
     SALA_CHECK(!parts.empty());
     Mat m{int(mats_.size()), 0, parts[0].cols};
+    mat_labels_.push_back(matrix_label(parts));
     mats_.emplace_back();
     for (const auto& p : parts) {
       SALA_CHECK(p.cols == m.in);
@@ -117,6 +118,8 @@ class CpuBackend final : public Backend {
   void read_state(std::vector<float>& out, int layer, int slot) override {
     out = slots_.at(size_t(slot)).layers.at(size_t(layer)).state;
   }
+  void set_profiling(bool on) override { profiling_ = on; }
+  std::vector<OpTime> take_profile() override { return prof_.take(); }
 
  private:
   LayerCache& cache(int slot, int layer) { return slots_.at(size_t(slot)).layers.at(size_t(layer)); }
@@ -147,6 +150,22 @@ class CpuBackend final : public Backend {
   const Step* step_ = nullptr;
   std::vector<int32_t> sel_;  // last selection, (N, Hkv, K)
   int64_t sel_K_ = 0;
+  // --profile: every op timed by the wall clock (the CPU ops are synchronous)
+  bool profiling_ = false;
+  OpTimes prof_;
+  std::vector<std::string> mat_labels_;
+  struct Timed {
+    CpuBackend* be;
+    std::string_view op;
+    std::chrono::steady_clock::time_point t0;
+    Timed(CpuBackend* b, std::string_view o) : be(b), op(o) {
+      if (b->profiling_) t0 = std::chrono::steady_clock::now();
+    }
+    ~Timed() {
+      if (be->profiling_)
+        be->prof_.add(op, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  };
 };
 
 std::string CpuBackend::describe() const {
@@ -232,6 +251,7 @@ void CpuBackend::copy_cols(std::vector<float>& dst, const Act& x, int64_t row0, 
 }
 
 void CpuBackend::embed(Act h, Mat table, float scale) {
+  const Timed timed(this, "embed");
   const HostTensor& t = mats_.at(size_t(table.id)).at(0);
   const int64_t hid = t.cols;
   SALA_CHECK(h.cols == hid);
@@ -245,6 +265,7 @@ void CpuBackend::embed(Act h, Mat table, float scale) {
 }
 
 void CpuBackend::add_rmsnorm(Act h, const Act* a, float a_scale, Act* out, Vec w, float eps, float post_div) {
+  const Timed timed(this, out ? "add + rmsnorm" : "add (residual)");
   SALA_CHECK(h.ld == h.cols && (!a || a->ld == a->cols) && (!out || out->ld == out->cols));
   if (a) cpu::axpy(f32(h), f32(*a), a_scale, h.rows * h.cols);
   if (!out) return;
@@ -254,6 +275,7 @@ void CpuBackend::add_rmsnorm(Act h, const Act* a, float a_scale, Act* out, Vec w
 }
 
 void CpuBackend::linear(Act y, const Act& x, Mat w) {
+  const Timed timed(this, mat_labels_.at(size_t(w.id)));
   const auto& parts = mats_.at(size_t(w.id));
   SALA_CHECK(y.cols == w.out && x.cols == w.in && x.rows == y.rows);
   int64_t col = 0;
@@ -265,6 +287,7 @@ void CpuBackend::linear(Act y, const Act& x, Mat w) {
 
 void CpuBackend::qk_norm_rope(Act x, int64_t q_off, int64_t Hq, int64_t k_off, int64_t Hkv, int64_t D, Vec q_norm,
                               Vec k_norm, float eps, const RopeTables* rope) {
+  const Timed timed(this, q_norm ? "qk norm + rope" : "rope");
   std::vector<float> q, k;
   for (const StepSeq& s : step_->seqs) {
     copy_cols(q, x, s.row0, s.n, q_off, Hq * D);
@@ -284,6 +307,7 @@ void CpuBackend::qk_norm_rope(Act x, int64_t q_off, int64_t Hq, int64_t k_off, i
 }
 
 void CpuBackend::silu_mul(Act out, const Act& gu) {
+  const Timed timed(this, "silu * up");
   const int64_t inter = out.cols;
   SALA_CHECK(gu.cols == 2 * inter && out.ld == inter);
   std::vector<float> g, u;
@@ -293,6 +317,7 @@ void CpuBackend::silu_mul(Act out, const Act& gu) {
 }
 
 void CpuBackend::mul_sigmoid(Act x, const Act& g) {
+  const Timed timed(this, "* sigmoid(gate)");
   SALA_CHECK(x.ld == x.cols);
   std::vector<float> gc;
   copy_cols(gc, g, 0, g.rows, 0, g.cols);
@@ -300,12 +325,14 @@ void CpuBackend::mul_sigmoid(Act x, const Act& g) {
 }
 
 void CpuBackend::rmsnorm_rows(Act x, Vec w, float eps) {
+  const Timed timed(this, "rmsnorm rows");
   SALA_CHECK(x.ld == x.cols);
   cpu::rmsnorm(f32(x), f32(x), vecs_.at(size_t(w.id)).data(), x.rows, x.cols, eps);
 }
 
 void CpuBackend::lightning(Act o, const Act& x, int64_t q_off, int64_t k_off, int64_t v_off, int layer,
                            const float* log_decay, float scale, int64_t H, int64_t Hkv, int64_t D) {
+  const Timed timed(this, "lightning");
   SALA_CHECK(o.ld == H * D);
   std::vector<float> q, k, v, ke, ve;
   for (const StepSeq& s : step_->seqs) {
@@ -336,6 +363,7 @@ void CpuBackend::lightning(Act o, const Act& x, int64_t q_off, int64_t k_off, in
 }
 
 void CpuBackend::kv_append(int layer, const Act& x, int64_t k_off, int64_t v_off, bool compressed) {
+  const Timed timed(this, compressed ? "kv append + K1/K2" : "kv append");
   const LayerSpec& sp = specs_.at(size_t(layer));
   const int64_t w = sp.kv_heads * sp.head_dim;
   std::vector<float> k, v;
@@ -354,6 +382,7 @@ void CpuBackend::kv_append(int layer, const Act& x, int64_t k_off, int64_t v_off
 }
 
 void CpuBackend::select(int layer, const Act& x, int64_t q_off, int64_t Hq, const SelectParams& p) {
+  const Timed timed(this, "select (stage 1 + top-k)");
   const LayerSpec& sp = specs_.at(size_t(layer));
   const int64_t Hkv = sp.kv_heads, D = sp.head_dim, K = p.topk_total, N = step_->rows();
   sel_.assign(size_t(N * Hkv * K), -1);
@@ -382,6 +411,9 @@ void CpuBackend::select(int layer, const Act& x, int64_t q_off, int64_t Hq, cons
 
 void CpuBackend::attention(Act o, const Act& x, int64_t q_off, int64_t Hq, int layer, float scale, int64_t block) {
   const LayerSpec& sp = specs_.at(size_t(layer));
+  const Timed timed(this, sp.kind != LayerKind::Sparse ? "attention dense"
+                          : step_->any_sparse()    ? "attention sparse"
+                                                   : "attention (sparse layer, dense call)");
   const int64_t Hkv = sp.kv_heads, D = sp.head_dim;
   SALA_CHECK(o.ld == Hq * D);
   std::vector<float> q;
@@ -406,6 +438,7 @@ void CpuBackend::attention(Act o, const Act& x, int64_t q_off, int64_t Hq, int l
 }
 
 void CpuBackend::gather_rows(Act dst, const Act& src, std::span<const int32_t> rows) {
+  const Timed timed(this, "gather rows");
   SALA_CHECK(dst.cols == src.cols && dst.rows == int64_t(rows.size()));
   for (size_t i = 0; i < rows.size(); ++i)
     std::memcpy(f32(dst) + int64_t(i) * dst.ld, f32(src) + rows[i] * src.ld, size_t(src.cols) * sizeof(float));
