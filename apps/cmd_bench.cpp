@@ -25,29 +25,6 @@ namespace sala::app {
 
 namespace {
 
-using clk = std::chrono::steady_clock;
-double since(clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); }
-
-int64_t parse_length(const std::string& s) {
-  // 8192, 8k, 128K, 1m, 1M
-  if (s.empty()) fail_usage("--lengths: empty length");
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    fail_usage("--lengths: '{}' is not a token count (e.g. 32768, 32k, 1m)", s);
-  }
-  std::string unit = s.substr(used);
-  double mult = 1;
-  if (unit == "k" || unit == "K") mult = 1024;
-  else if (unit == "m" || unit == "M") mult = 1024 * 1024;
-  else if (!unit.empty()) fail_usage("--lengths: '{}' is not a token count (e.g. 32768, 32k, 1m)", s);
-  const double n = v * mult;
-  if (!(n >= 1 && n <= double(int64_t(1) << 31))) fail_usage("--lengths: {} is out of range", s);
-  return int64_t(n);
-}
-
 std::string today() {
   std::time_t t = std::time(nullptr);
   char b[32];
@@ -107,17 +84,7 @@ void add_bench_commands(CLI::App& app) {
   cmd->callback([a] {
     const Device dev = parse_device(a->device);
     std::vector<int64_t> lengths;
-    {
-      std::string cur;
-      for (char ch : a->lengths + ",") {
-        if (ch == ',') {
-          if (!cur.empty()) lengths.push_back(parse_length(cur));
-          cur.clear();
-        } else if (ch != ' ') {
-          cur += ch;
-        }
-      }
-    }
+    for (const std::string& s : split_list(a->lengths)) lengths.push_back(parse_length(s));
     if (lengths.empty()) fail_usage("--lengths: no lengths given");
     if (a->decode < 1) fail_usage("--decode = {} must be >= 1", a->decode);
     if (a->batch < 1) fail_usage("--batch = {} must be >= 1", a->batch);

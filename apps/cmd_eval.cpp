@@ -33,43 +33,6 @@ namespace sala::app {
 namespace {
 
 namespace fs = std::filesystem;
-using clk = std::chrono::steady_clock;
-double since(clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); }
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char ch : s + ",") {
-    if (ch == ',') {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else if (ch != ' ') {
-      cur += ch;
-    }
-  }
-  return out;
-}
-
-// 4096, 4k, 128K, 1m
-int64_t parse_length(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  const std::string unit = s.substr(used);
-  double mult = 1;
-  if (unit == "k" || unit == "K") mult = 1024;
-  else if (unit == "m" || unit == "M") mult = 1024 * 1024;
-  else used = unit.empty() ? used : 0;
-  if (used == 0) fail_usage("--lengths: '{}' is not a token count (e.g. 4096, 4k, 128k, 1m)", s);
-  const double n = v * mult;
-  if (!(n >= 16 && n <= double(int64_t(1) << 31) && n == std::floor(n)))
-    fail_usage("--lengths: {} is out of range (16 tokens to 2G)", s);
-  return int64_t(n);
-}
 
 double parse_depth(const std::string& s) {
   size_t used = 0;
@@ -136,7 +99,7 @@ void run_eval(const Args& a) {
   if (a.tasks.empty() && a.ppl.empty()) fail_usage("give --tasks LIST and/or --ppl FILE|DIR (see 'sala eval --help')");
   const std::vector<std::string> tasks = a.tasks.empty() ? std::vector<std::string>{} : eval::parse_tasks(a.tasks);
   std::vector<int64_t> lengths;
-  for (const std::string& s : split_list(a.lengths)) lengths.push_back(parse_length(s));
+  for (const std::string& s : split_list(a.lengths)) lengths.push_back(parse_length(s, 16));
   if (!tasks.empty() && lengths.empty()) fail_usage("--lengths: no length given");
   std::sort(lengths.begin(), lengths.end());
   lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());

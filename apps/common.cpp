@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -119,6 +120,40 @@ Model load_for_run(const std::string& dir, const std::string& device, bool check
 
 void add_check_weights_flag(CLI::App* cmd, bool& flag) {
   cmd->add_flag("--check-weights", flag, "Scan every weight for NaN/Inf while loading (names the first bad tensor)");
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s + ",") {
+    if (ch == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (ch != ' ') {
+      cur += ch;
+    }
+  }
+  return out;
+}
+
+int64_t parse_length(const std::string& s, int64_t min_tokens) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = s.substr(used);
+  double mult = 1;
+  if (unit == "k" || unit == "K") mult = 1024;
+  else if (unit == "m" || unit == "M") mult = 1024 * 1024;
+  else used = unit.empty() ? used : 0;
+  if (used == 0) fail_usage("--lengths: '{}' is not a token count (e.g. 4096, 32k, 1m)", s);
+  const double n = v * mult;
+  if (!(n >= double(min_tokens) && n <= double(int64_t(1) << 31) && n == std::floor(n)))
+    fail_usage("--lengths: {} is out of range ({} tokens to 2G)", s, min_tokens);
+  return int64_t(n);
 }
 
 }  // namespace sala::app

@@ -1,6 +1,7 @@
 // Helpers shared by the CLI subcommands: id-list parsing, model resolution, byte formatting, fingerprints.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -10,6 +11,14 @@
 #include "sala/model/model.h"
 
 namespace sala::app {
+
+using clk = std::chrono::steady_clock;
+inline double since(clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); }
+
+// "a, b,c": the comma-separated items, spaces dropped, empty items skipped.
+std::vector<std::string> split_list(const std::string& s);
+// A --lengths token count: 4096, 4k, 128K, 1m (k = 1024), whole, from min_tokens to 2^31; UsageError otherwise.
+int64_t parse_length(const std::string& s, int64_t min_tokens = 1);
 
 // "1,2,3", "1 2 3" or "[1, 2, 3]"; at least one id; UsageError naming `what` otherwise.
 std::vector<int32_t> parse_ids(const std::string& s, const std::string& what);

@@ -450,6 +450,10 @@ void Model::run_step(const Step& step, std::span<const Item> items, Trace* tr) c
   }
   // Draws: greedy items without a penalty next to each other in one call (their rows are adjacent), the others one by
   // one, so a random draw's stream is (seed, step) whatever the batch.
+  const auto plain = [](const Item& x) {
+    return x.draw && !x.all_rows && x.draw->params->greedy() &&
+           (x.draw->params->repetition_penalty == 1.0f || x.draw->history.empty());
+  };
   std::vector<const Item*> drawn;
   for (size_t i = 0; i < items.size();) {
     const Item& it = items[i];
@@ -457,10 +461,6 @@ void Model::run_step(const Step& step, std::span<const Item> items, Trace* tr) c
       ++i;
       continue;
     }
-    const auto plain = [&](const Item& x) {
-      return x.draw && !x.all_rows && x.draw->params->greedy() &&
-             (x.draw->params->repetition_penalty == 1.0f || x.draw->history.empty());
-    };
     size_t j = i + 1;
     if (plain(it))
       while (j < items.size() && plain(items[j]) && first[j] == first[j - 1] + 1) ++j;

@@ -11,10 +11,10 @@ namespace sala {
 
 namespace {
 
-// One pass over the vocab row: sampling a row with a NaN or an infinity would give an arbitrary token (argmax skips
-// NaN, softmax turns everything into NaN), so it is an error. `pos` is the absolute position of the token whose logits
-// these are; generated = 0 for the prompt's last token, else the 1-based index of the generated token.
-// detail: what is known of the row (counted on the host; the GPU's sampler only says that the row is not finite).
+// Sampling a row with a NaN or an infinity would give an arbitrary token (argmax skips NaN, softmax turns everything
+// into NaN), so it is an error. `pos` is the absolute position of the token whose logits these are; generated = 0 for
+// the prompt's last token, else the 1-based index of the generated token. detail: what is known of the row (counted on
+// the host; the GPU's sampler only says that the row is not finite).
 [[noreturn]] void fail_nonfinite(const std::string& kind, const std::string& detail, int64_t pos, int64_t generated) {
   const std::string where = generated == 0 ? "the prompt's last token" : fmt::format("generated token {}", generated);
   fail("non-finite logits ({}) at position {} ({}){}; the model's weights or activations overflowed; check the "
@@ -22,6 +22,7 @@ namespace {
        kind, pos, where, detail);
 }
 
+// One pass over the vocab row on the host.
 void check_finite(std::span<const float> logits, int64_t pos, int64_t generated) {
   int64_t nans = 0, infs = 0, first = -1;
   for (size_t i = 0; i < logits.size(); ++i) {
