@@ -3,12 +3,16 @@
 #   bash scripts/device.sh pack        here (no GPU): build the release tree and gather the binaries plus the shared
 #                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default: tests + bench, ~8 min) | tests |
-#                                      bench | graphs | profile | eval | sweep (one mode per device call: a call
-#                                      stops at 10 min, and only 8 files under $OUT come back).
-#                                      tests: GPU tests, then compute-sanitizer memcheck + racecheck on a quick subset;
+#                                      unit | sanitize | bench | sala | kernels | graphs | profile | eval | sweep,
+#                                      or several joined by commas (a call stops at 10 min, and only 8 files under
+#                                      $OUT come back).
+#                                      tests = unit (the GPU tests) + sanitize (compute-sanitizer memcheck +
+#                                      racecheck on a quick subset);
+#                                      sala: SALA-9B bench at 32K-1M and batch 32 (no peer); kernels: the kernel
+#                                      benchmarks (bench_gemm_lightning, bench_attention, ...);
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
-#                                      1 and 32), bench_cpu decode on 1-16 host threads;
+#                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
 #                                      samples at 32K batched (throughput; random weights score nothing);
 #                                      bench: sala bench (SALA-9B, the dense baselines) beside the PyTorch peer, the
@@ -59,14 +63,25 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 status=0
 summary=()
 
-if [[ $what == all || $what == tests ]]; then
+# what: a comma-separated list of modes; all = tests,bench; tests = unit,sanitize; bench = sala,dense,kernels
+what=",${what},"
+what=${what//,all,/,tests,bench,}
+what=${what//,tests,/,unit,sanitize,}
+what=${what//,bench,/,sala,dense,kernels,}
+has() { [[ $what == *",$1,"* ]]; }
+
+if has unit; then
   "$B/sala_cuda_tests" > "$OUT/gpu_tests.log" 2>&1 || status=1
   summary+=("gpu tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests.log" | tr '\n' ' ')")
+  mapfile -t failed < <(grep -E '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log" | head -20)
+  for l in "${failed[@]}"; do summary+=("  $l"); done
+fi
+if has sanitize; then
   # the sanitizers on a quick subset (the ops harness on the GPU, the kernels' small cases, recorded decode steps and
   # GPU draws), each under a deadline so a slow tool cannot eat the session
   declare -A filt=(
-    [memcheck]='Every/BackendOps.*/cuda:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*'
-    [racecheck]='Every/BackendOps.*/cuda:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
+    [memcheck]='Every/BackendOps.*/cuda:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaInfllmv2Select.Ties*'
+    [racecheck]='Every/BackendOps.*/cuda:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
   for tool in memcheck racecheck; do
     if timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="${filt[$tool]}" \
         > "$OUT/sanitizer_$tool.log" 2>&1; then
@@ -81,23 +96,27 @@ if [[ $what == all || $what == tests ]]; then
   done
 fi
 
-if [[ $what == all || $what == bench ]]; then
-  J=$OUT/bench.jsonl
+J=$OUT/bench.jsonl
+if has sala; then
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k,256k,1m --decode 32 --out "$J" 2>&1 | tee "$OUT/bench_sala9b.txt" || status=1
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 | tee "$OUT/bench_sala9b_b32.txt" || status=1
+fi
+if has dense; then
   for c in minicpm4-8b qwen3-8b; do
     "$B/sala" bench --preset $c --lengths 32k,128k --decode 32 --out "$J" 2>&1 | tee "$OUT/bench_$c.txt" || status=1
     PYTHONUNBUFFERED=1 python3 bench/peers/torch_dense.py --config $c --lengths 32768,131072,262144 --decode 32 \
       --out "$J" 2>&1 | tee "$OUT/peer_$c.txt" || status=1
   done
-  [[ ${SALA_KERNEL_BENCH:-1} == 1 ]] && for k in "$B"/bench_*; do
+fi
+if has kernels && [[ ${SALA_KERNEL_BENCH:-1} == 1 ]]; then
+  for k in "$B"/bench_*; do
     [[ $(basename "$k") == bench_cpu ]] && continue
     "$k" > "$OUT/$(basename "$k").txt" 2>&1 || status=1
   done
-  [[ ${SALA_KERNEL_BENCH:-1} == 1 ]] && { OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true; }
+  OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true
 fi
 
-if [[ $what == graphs ]]; then
+if has graphs; then
   J=$OUT/bench_graphs.jsonl
   for g in 1 0; do
     SALA_CUDA_GRAPHS=$g "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$J" 2>&1 \
@@ -111,22 +130,26 @@ if [[ $what == graphs ]]; then
   done
 fi
 
-if [[ $what == profile ]]; then
+if has profile; then
   J=$OUT/profile.jsonl
   "$B/sala" bench --preset minicpm-sala-9b --lengths 256k --decode 16 --profile --out "$J" > "$OUT/profile_sala9b.txt" 2>&1 || status=1
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 8 --batch 32 --profile --out "$J" > "$OUT/profile_sala9b_b32.txt" 2>&1 || status=1
+  summary+=("profile: profile_sala9b*.txt")
+fi
+
+if has cpu-threads; then
   for t in 1 2 4 8 16; do
     OMP_NUM_THREADS=$t "$B/bench_cpu" > "$OUT/bench_cpu_${t}t.txt" 2>&1 || true
   done
   OMP_NUM_THREADS=16 OMP_WAIT_POLICY=passive "$B/bench_cpu" > "$OUT/bench_cpu_16t_passive.txt" 2>&1 || true
   OMP_NUM_THREADS=8 OMP_PROC_BIND=close OMP_PLACES=cores "$B/bench_cpu" > "$OUT/bench_cpu_8t_cores.txt" 2>&1 || true
-  summary+=("profile: profile_sala9b*.txt; host CPU decode tok/s by threads (sala-tiny, sala-100m):")
+  summary+=("host CPU decode tok/s by threads (sala-tiny, sala-100m):")
   for f in "$OUT"/bench_cpu_*t*.txt; do
     summary+=("  $(basename "$f" .txt): $(awk '$2 == "decode" {printf "%s %s  ", $1, $4}' "$f")")
   done
 fi
 
-if [[ $what == eval ]]; then
+if has eval; then
   tok=$DEV/fixtures/minicpm-tokenizer  # staged by pack from ../shared
   [[ -d $tok ]] || tok=../shared/fixtures/minicpm-tokenizer
   for run in "128k 50 1" "32k 0,100 2"; do
@@ -140,7 +163,7 @@ if [[ $what == eval ]]; then
   done
 fi
 
-if [[ $what == sweep ]]; then
+if has sweep; then
   J=$OUT/sweep.jsonl
   "$B/sala" bench --preset minicpm-sala-9b --lengths 8k,32k,128k,256k,512k,1m,2m --decode 8 --out "$J" || status=1
   for c in minicpm4-8b qwen3-8b; do

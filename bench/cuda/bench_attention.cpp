@@ -17,6 +17,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <set>
 #include <vector>
 
 #include "sala/backend/cuda/attention_tuning.h"
@@ -235,13 +236,21 @@ int main() {
     int32_t* idx = dev_alloc<int32_t>(size_t(T) * Hkv * K);
     const size_t sws = cuda::select_workspace_bytes(T, 1, Hq, Hkv, T);
     void* sw = dev_alloc<uint8_t>(sws);
-    const double ms_sel = median_ms([&] {
-      cuda::infllmv2_select(idx, s.x, int(s.ld), 0, Hq, Hkv, D, s.k1, s.k2, sa, T, s.rows(true), sw, nullptr);
-    }, 3);
     double windows = 0;
     for (int p = 0; p < T; ++p) windows += visible(p, T, 16) + visible(p, T, 64);
-    report("infllmv2_select", "prefill " + std::to_string(T / 1024) + "K", ms_sel, 2.0 * D * Hq * windows,
-           double(T) * Hq * D * 2 + double(T) * Hkv * 4 * (T / 64 / 2));
+    // kernel lab: stage 1 with CTAs of 4 rows (v1) and 16 rows (v2) beside the launcher's choice; the last run (the
+    // choice) leaves the idx lists the sparse attention below reads. Each version is checked against the CPU by
+    // tests/cuda (CudaInfllmv2Select.*).
+    for (int rows_per_cta : {4, 16, 0}) {
+      cuda::SelectArgs sv = sa;
+      sv.rows_per_cta = rows_per_cta;
+      const double ms_sel = median_ms([&] {
+        cuda::infllmv2_select(idx, s.x, int(s.ld), 0, Hq, Hkv, D, s.k1, s.k2, sv, T, s.rows(true), sw, nullptr);
+      }, 3);
+      report(rows_per_cta == 4 ? "select v1 (4 rows)" : rows_per_cta == 16 ? "select v2 (16 rows)" : "infllmv2_select",
+             "prefill " + std::to_string(T / 1024) + "K", ms_sel, 2.0 * D * Hq * windows,
+             double(T) * Hq * D * 2 + double(T) * Hkv * 4 * (T / 64 / 2));
+    }
     const size_t aws = cuda::attention_workspace_bytes(T, 1, Hq, Hkv, D, T);
     void* aw = aws ? dev_alloc<uint8_t>(aws) : nullptr;
     const double keys = sparse_keys(idx, T, 0, K);
@@ -255,6 +264,41 @@ int main() {
              "prefill " + std::to_string(T / 1024) + "K", ms_sp, 4.0 * D * keys, double(T) * (2.0 * Hq * D * 2));
     }
     cuda::attention_warps_override(0);
+    {
+      // How much of a tile's K/V traffic its rows share: the mean union of the lists of 8 consecutive rows (the
+      // 8-warp tile's rows), against 8 x the mean list. Random weights select nearly independent blocks per row
+      // beyond the 33 forced ones, so each loaded block serves about one warp; then the same kernel with every
+      // 8-row group reading its first row's lists (blocks a trained model's neighbouring queries would share).
+      std::vector<int32_t> h(size_t(T) * Hkv * K);
+      SALA_CUDA_CHECK(cudaMemcpy(h.data(), idx, h.size() * 4, cudaMemcpyDeviceToHost));
+      double uni = 0, per_row = 0;
+      long tiles = 0;
+      for (int r0 = 0; r0 + 8 <= T; r0 += 8)
+        for (int g = 0; g < Hkv; ++g) {
+          std::set<int> u;
+          for (int r = r0; r < r0 + 8; ++r)
+            for (int j = 0; j < K; ++j) {
+              const int b = h[(size_t(r) * Hkv + g) * K + j];
+              if (b >= 0) u.insert(b), per_row += 1;
+            }
+          uni += double(u.size());
+          ++tiles;
+        }
+      std::printf("  union of 8 rows' lists: %.1f blocks (8 x mean list = %.1f): %.2f warps per loaded block\n",
+                  uni / tiles, per_row / tiles, per_row / uni);
+      for (int r = 0; r < T; ++r)
+        if (r % 8)
+          std::copy_n(h.begin() + size_t(r - r % 8) * Hkv * K, size_t(Hkv) * K, h.begin() + size_t(r) * Hkv * K);
+      int32_t* shared_idx = dev_alloc<int32_t>(h.size());
+      SALA_CUDA_CHECK(cudaMemcpy(shared_idx, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+      const double ms_sh = median_ms([&] {
+        cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, shared_idx, K, scale, T, s.rows(true),
+                        aw, nullptr);
+      }, 3);
+      report("attn sparse 8-shared", "prefill " + std::to_string(T / 1024) + "K", ms_sh,
+             4.0 * D * sparse_keys(shared_idx, T, 0, K), double(T) * (2.0 * Hq * D * 2));
+      SALA_CUDA_CHECK(cudaFree(shared_idx));
+    }
     if (T == 131072) {
       // decode rows: one row at position T - 1 (call length 1)
       const size_t dws = cuda::attention_workspace_bytes(1, 1, Hq, Hkv, D, T);

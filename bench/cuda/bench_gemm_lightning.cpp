@@ -142,33 +142,38 @@ void bench_gemm() {
                           {"gate|up 4096->32768", 4096, 2 * 16384, false},
                           {"down 16384->4096", 16384, 4096, false},
                           {"lm_head 4096->73448 f32", 4096, 73448, true}};
-  const int Ns[] = {1, 32, 2048, 16384};
+  const int Ns[] = {1, 4, 8, 32, 2048, 16384};
   const size_t wmax = size_t(73448) * 4096, xmax = size_t(16384) * 16384, ymax = size_t(16384) * 73448 * 4;
   void* w = dmalloc(wmax * 2);
   void* x = dmalloc(xmax * 2);
   void* y = dmalloc(ymax);
   fill_bf16(w, wmax, 1, 0.02f);
   fill_bf16(x, xmax, 2, 1.0f);
-  cuda::Gemm gemm, heuristic(size_t(32) << 20, false);  // tuned small-N (the default) and the heuristic's first pick
+  // the engine's Gemm (tuned small-N, sala's gemv among the candidates), cuBLASLt alone (tuned), the heuristic's
+  // first pick, and the gemv alone: side by side on the same operands
+  cuda::Gemm gemm, lt_only(size_t(32) << 20, true, false), heuristic(size_t(32) << 20, false);
   for (const Shape& sh : shapes)
     for (int N : Ns)
-      for (int variant = 0; variant < (N <= 64 ? 2 : 1); ++variant) {
-      cuda::Gemm& gm = variant == 0 ? gemm : heuristic;
-      auto run = [&] {
-        if (sh.f32)
-          gm.matmul_f32(static_cast<float*>(y), sh.out, static_cast<const bf16*>(x), sh.in,
-                        static_cast<const bf16*>(w), N, sh.in, sh.out, g_stream);
-        else
-          gm.matmul(static_cast<bf16*>(y), sh.out, static_cast<const bf16*>(x), sh.in, static_cast<const bf16*>(w), N,
-                    sh.in, sh.out, g_stream);
-      };
-      const double flops = 2.0 * N * double(sh.in) * sh.out;
-      const int reps = flops > 1e12 ? 10 : 30;
-      const double ms = time_ms(run, reps, 3);
-      const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
-      report(variant == 0 ? "gemm" : "gemm (heuristic #0)", std::string(sh.name) + " N=" + std::to_string(N), ms,
-             flops, bytes);
-    }
+      for (int variant = 0; variant < (N <= cuda::kGemvMaxRows ? 4 : N <= 64 ? 3 : 1); ++variant) {
+        cuda::Gemm& gm = variant == 0 ? gemm : variant == 1 ? lt_only : heuristic;
+        auto run = [&] {
+          if (variant == 3)
+            cuda::gemv(y, sh.f32, sh.out, static_cast<const bf16*>(x), sh.in, static_cast<const bf16*>(w), N, sh.in,
+                       sh.out, g_stream);
+          else if (sh.f32)
+            gm.matmul_f32(static_cast<float*>(y), sh.out, static_cast<const bf16*>(x), sh.in,
+                          static_cast<const bf16*>(w), N, sh.in, sh.out, g_stream);
+          else
+            gm.matmul(static_cast<bf16*>(y), sh.out, static_cast<const bf16*>(x), sh.in, static_cast<const bf16*>(w),
+                      N, sh.in, sh.out, g_stream);
+        };
+        const double flops = 2.0 * N * double(sh.in) * sh.out;
+        const int reps = flops > 1e12 ? 10 : 30;
+        const double ms = time_ms(run, reps, 3);
+        const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
+        static const char* names[] = {"gemm (engine)", "gemm (cuBLASLt tuned)", "gemm (heuristic #0)", "gemv (sala)"};
+        report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
+      }
   SALA_CUDA_CHECK(cudaFree(w));
   SALA_CUDA_CHECK(cudaFree(x));
   SALA_CUDA_CHECK(cudaFree(y));

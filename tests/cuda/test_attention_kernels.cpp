@@ -489,6 +489,22 @@ SelectStats run_select_case(int Hq, int Hkv, int D, const cuda::SelectArgs& a, c
           continue;
         }
         auto forced = [&](int b) { return b < a.init_blocks || b >= q_blk - a.local_blocks; };
+        // the top-k kernel exactly: a host sort of the GPU's own block scores (forced blocks first, then higher
+        // scores, ties to the lower block) must give the GPU's list, tie order included
+        {
+          auto okey = [&](int b) -> uint32_t {
+            if (forced(b)) return 0xff800000u;
+            uint32_t u;
+            std::memcpy(&u, gb + b, 4);
+            return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+          };
+          std::vector<int> order(static_cast<size_t>(nb));
+          std::iota(order.begin(), order.end(), 0);
+          std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return okey(x) > okey(y); });
+          order.resize(size_t(take));
+          std::sort(order.begin(), order.end());
+          if (!std::equal(order.begin(), order.end(), gi)) ADD_FAILURE() << where << ": top-k of the GPU's scores differs";
+        }
         for (int b = 0; b <= q_blk; ++b)
           if (forced(b) && gs.size() < size_t(nb) && cs.count(b) != gs.count(b))
             ADD_FAILURE() << where << ": forced block " << b << " differs";
@@ -574,10 +590,24 @@ TEST(CudaInfllmv2Select, SalaShapeOffByOneChunksAndDecode) {
       {63, 1, 1, true},        // T = 1 at 63
       {1087, 3, 1090, true},   // crosses a page boundary inside the step (1087 -> 1089)
   };
-  const auto st = run_select_case(Hq, Hkv, D, small_select(D), seqs, 21);
-  EXPECT_GT(st.rows, 2000);
-  RecordProperty("flips", st.flips);
-  std::printf("select: %d rows, %d near-tie flips\n", st.rows, st.flips);
+  for (int rows_per_cta : {4, 16}) {  // both stage-1 CTA heights
+    cuda::SelectArgs a = small_select(D);
+    a.rows_per_cta = rows_per_cta;
+    const auto st = run_select_case(Hq, Hkv, D, a, seqs, 21);
+    EXPECT_GT(st.rows, 2000);
+    RecordProperty("flips", st.flips);
+    std::printf("select (%d rows per CTA): %d rows, %d near-tie flips\n", rows_per_cta, st.rows, st.flips);
+  }
+}
+
+// Scale 0: every stage-1 logit is 0, so the block scores tie in long runs and the top-k must take the lowest blocks
+// among equals (checked exactly against a host sort of the GPU's scores), at a context where 96 < blocks.
+TEST(CudaInfllmv2Select, TiesGoToTheLowerBlock) {
+  cuda::SelectArgs a = small_select(128);
+  a.topk_total = 96;
+  a.local_blocks = 32;
+  a.scale = 0.f;
+  run_select_case(32, 2, 128, a, {{20000, 40, 20040, true}, {9000, 1, 1, true}}, 51, false);
 }
 
 // The released config (topk 96, 32 local blocks, 1 init) at contexts where 96 < blocks: decode rows of several

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -320,11 +321,13 @@ TEST(CudaElementwise, QkNormRopeMatchesCpu) {
                  Case{6, 3, 6, true, true, false, 0}}) {
     const int D = c.D, qw = c.Hq * D, kw = c.Hkv * D, ld = qw + 2 * kw + 8 + c.shift, q_off = c.shift,
               k_off = qw + c.shift;
-    // three sequences: a short call, one whose call takes the long factors, a decode row at a large position
+    // three sequences: a short call, one whose call takes the long factors, a decode row at a large position (and a
+    // longer one for two of the cases)
     StepHost sh;
     sh.add(5, 0, 0, 0);
     sh.add(7, 99990, 1, c.longrope ? cuda::kSeqRopeLong : 0);
     sh.add(1, 262143, 2, 0);
+    if (c.shift == 0 && c.D == 128) sh.add(250, 40, 3, 0);  // >= 256 rows: one block per row, else one per 8 heads
     const int N = sh.N();
     auto x = randn(size_t(N) * ld, 2.0f);
     auto xb = to_bf16(x);
@@ -598,7 +601,10 @@ TEST(CudaLightning, ZeroRowFreshSequenceZeroesItsState) {
 
 // ---- GEMM ---------------------------------------------------------------------------------------------------------
 
-void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool f32) {
+// y = x w^T through `product` (Gemm::matmul / matmul_f32, or gemv) against the CPU matmul of the same bf16 values;
+// the padding of y's rows past `out` must stay unwritten.
+using Product = std::function<void(void* y, const bf16* x, const bf16* w)>;
+void check_product(const Product& product, int N, int in, int out, int ldx, int ldy, bool f32, const std::string& who) {
   auto x = randn(size_t(N) * ldx), w = randn(size_t(out) * in, 0.05f);
   auto xb = to_bf16(x);
   auto wb = to_bf16(w);
@@ -607,13 +613,12 @@ void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool
   std::vector<float> want(size_t(N) * out);
   cpu::matmul(want.data(), xd.data(), w.data(), N, in, out);
   Dev<uint16_t> dx(xb), dw(wb);
-  const std::string tag = "N " + std::to_string(N) + " in " + std::to_string(in) + " out " + std::to_string(out) +
+  const std::string tag = who + " N " + std::to_string(N) + " in " + std::to_string(in) + " out " + std::to_string(out) +
                           " ldx " + std::to_string(ldx) + " ldy " + std::to_string(ldy) + (f32 ? " f32" : " bf16");
   if (f32) {
     Dev<float> dy(size_t(N) * ldy);
     dy.poison();
-    gemm.matmul_f32(dy.p, ldy, reinterpret_cast<const bf16*>(dx.p), ldx, reinterpret_cast<const bf16*>(dw.p), N, in,
-                    out, nullptr);
+    product(dy.p, reinterpret_cast<const bf16*>(dx.p), reinterpret_cast<const bf16*>(dw.p));
     sync();
     auto y = dy.get();
     std::vector<float> got;
@@ -626,14 +631,51 @@ void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool
   } else {
     Dev<uint16_t> dy(size_t(N) * ldy);
     dy.poison();
-    gemm.matmul(reinterpret_cast<bf16*>(dy.p), ldy, reinterpret_cast<const bf16*>(dx.p), ldx,
-                reinterpret_cast<const bf16*>(dw.p), N, in, out, nullptr);
+    product(dy.p, reinterpret_cast<const bf16*>(dx.p), reinterpret_cast<const bf16*>(dw.p));
     sync();
     auto y = dy.get<uint16_t>();
     EXPECT_LT(block_err(y, ldy, 0, N, 0, out, want, out, 0, "gemm"), 1e-2) << tag;
     for (int r = 0; r < N; ++r)
       for (int i = out; i < ldy; ++i) ASSERT_TRUE(is_poison16(y[size_t(r) * ldy + i])) << tag << ": padding written";
   }
+}
+
+void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool f32) {
+  check_product(
+      [&](void* y, const bf16* x, const bf16* w) {
+        if (f32)
+          gemm.matmul_f32(static_cast<float*>(y), ldy, x, ldx, w, N, in, out, nullptr);
+        else
+          gemm.matmul(static_cast<bf16*>(y), ldy, x, ldx, w, N, in, out, nullptr);
+      },
+      N, in, out, ldx, ldy, f32, "gemm");
+}
+
+void check_gemv(int N, int in, int out, int ldx, int ldy, bool f32) {
+  check_product([&](void* y, const bf16* x, const bf16* w) { cuda::gemv(y, f32, ldy, x, ldx, w, N, in, out, nullptr); },
+                N, in, out, ldx, ldy, f32, "gemv");
+}
+
+// sala's decode product on its own (Gemm uses it only where it wins the timing): every row count it takes, the
+// unrolled and the tail loops (in = 16384: 8 chunks per lane in flight; 1032: a tail only), strided x, y a slice of
+// wider rows, fp32 logits, out not a multiple of the 8 warps of a CTA.
+TEST(CudaGemm, GemvMatchesCpu) {
+  for (int N = 1; N <= cuda::kGemvMaxRows; ++N) {
+    check_gemv(N, 4096, 1000, 4096, 1000, false);
+    check_gemv(N, 1032, 77, 1032 + 16, 77 + 3, N % 2 == 0);
+  }
+  check_gemv(1, 16384, 300, 16384, 300, false);
+  check_gemv(3, 16384, 13, 16384, 16, true);
+}
+
+TEST(CudaGemm, GemvRefusesWhatItCannotRead) {
+  Dev<uint16_t> d(size_t(8) * 4096);
+  auto* p = reinterpret_cast<bf16*>(d.p);
+  EXPECT_FALSE(cuda::gemv_supported(p, 300, p, 1, 300));  // in not a multiple of 8
+  EXPECT_FALSE(cuda::gemv_supported(p + 1, 4096, p, 1, 4096));  // x not 16-byte aligned
+  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 9, 4096));  // more rows than it takes
+  EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 8, 4096));
+  EXPECT_THROW(cuda::gemv(p, false, 4, p, 300, p, 1, 300, 4, nullptr), InternalError);
 }
 
 TEST(CudaGemm, MatchesCpuOnAwkwardShapes) {

@@ -140,7 +140,9 @@ __global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* _
 constexpr int kRopeThreads = 256;    // 8 warps, one head at a time each
 constexpr int kMaxPairsPerLane = 4;  // D <= 256
 
-// One block per row: the row's cos/sin (half of them) in shared memory, then each warp takes whole heads. Lane l owns
+// head_blocks blocks per row (several for decode-sized steps, whose one block per row would walk 64 heads with 8
+// warps one after another): each computes the row's cos/sin (half of them) into shared memory, then each warp takes
+// whole heads. Lane l owns
 // the rotate-half pairs (p, p + half) for p in {V l + 32 V m + e : e < V} (V = 2: bf16x2 accesses, when D % 4 == 0
 // and the rows are 4-byte aligned; V = 1 otherwise), held in registers between the norm and the rotation.
 template <int V>
@@ -149,10 +151,10 @@ __global__ void __launch_bounds__(kRopeThreads)
                         const bf16* __restrict__ q_norm, const bf16* __restrict__ k_norm, float eps,
                         const float* __restrict__ inv_freq, const float* __restrict__ inv_ext, float mscale,
                         const int32_t* __restrict__ pos, const int32_t* __restrict__ row_seq,
-                        const uint32_t* __restrict__ flags) {
+                        const uint32_t* __restrict__ flags, int head_blocks) {
   constexpr int M = kMaxPairsPerLane / V;
   extern __shared__ float cs[];  // cos (half), sin (half)
-  const int r = blockIdx.x, half = D / 2;
+  const int r = blockIdx.x / head_blocks, hb = blockIdx.x % head_blocks, half = D / 2;
   float* sn = cs + half;
   if (inv_freq) {
     const float p = float(pos[r]);
@@ -167,7 +169,7 @@ __global__ void __launch_bounds__(kRopeThreads)
   __syncthreads();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   bf16* xr = x + size_t(r) * ld;
-  for (int hh = warp; hh < Hq + Hkv; hh += kRopeThreads / 32) {
+  for (int hh = hb * (kRopeThreads / 32) + warp; hh < Hq + Hkv; hh += head_blocks * (kRopeThreads / 32)) {
     const bool is_q = hh < Hq;
     bf16* xh = xr + (is_q ? q_off + hh * D : k_off + (hh - Hq) * D);
     const bf16* nw = is_q ? q_norm : k_norm;
@@ -307,14 +309,17 @@ void qk_norm_rope(bf16* x, int ld, int q_off, int Hq, int k_off, int Hkv, int D,
   if (rows.N == 0 || Hq + Hkv == 0) return;
   if (!rope.inv_freq && !q_norm && !k_norm) return;
   const size_t shmem = size_t(D) * sizeof(float);
+  constexpr int kWarps = kRopeThreads / 32;
+  const int head_blocks = rows.N < 256 ? (Hq + Hkv + kWarps - 1) / kWarps : 1;  // a warp per head when few rows
+  const unsigned grid = unsigned(int64_t(rows.N) * head_blocks);
   if (D % 4 == 0 && ld % 2 == 0 && q_off % 2 == 0 && k_off % 2 == 0 && aligned(x, 4))
-    qk_norm_rope_kernel<2><<<rows.N, kRopeThreads, shmem, s>>>(x, ld, q_off, Hq, k_off, Hkv, D, q_norm, k_norm, eps,
-                                                               rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
-                                                               rows.row_seq, rows.flags);
+    qk_norm_rope_kernel<2><<<grid, kRopeThreads, shmem, s>>>(x, ld, q_off, Hq, k_off, Hkv, D, q_norm, k_norm, eps,
+                                                             rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
+                                                             rows.row_seq, rows.flags, head_blocks);
   else
-    qk_norm_rope_kernel<1><<<rows.N, kRopeThreads, shmem, s>>>(x, ld, q_off, Hq, k_off, Hkv, D, q_norm, k_norm, eps,
-                                                               rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
-                                                               rows.row_seq, rows.flags);
+    qk_norm_rope_kernel<1><<<grid, kRopeThreads, shmem, s>>>(x, ld, q_off, Hq, k_off, Hkv, D, q_norm, k_norm, eps,
+                                                             rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
+                                                             rows.row_seq, rows.flags, head_blocks);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

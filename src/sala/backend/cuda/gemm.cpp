@@ -43,6 +43,7 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first
   bool tuned = false;
+  bool gemv = false;  // tuned: sala's gemv beat every cuBLASLt candidate
 };
 
 }  // namespace
@@ -53,7 +54,7 @@ struct Gemm::Impl {
   size_t workspace_bytes = 0;
   std::map<Key, Plan> plans;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
-  bool tune_small = true;
+  bool tune_small = true, use_gemv = true;
   mutable std::mutex mu;
 
   ~Impl() {
@@ -130,8 +131,9 @@ Plan make_plan(cublasLtHandle_t handle, size_t ws_bytes, const Key& k) {
 
 }  // namespace
 
-Gemm::Gemm(size_t workspace_bytes, bool tune_small) : impl_(std::make_unique<Impl>()) {
+Gemm::Gemm(size_t workspace_bytes, bool tune_small, bool use_gemv) : impl_(std::make_unique<Impl>()) {
   impl_->tune_small = tune_small;
+  impl_->use_gemv = use_gemv;
   SALA_LT(cublasLtCreate(&impl_->handle), nullptr);
   impl_->workspace_bytes = workspace_bytes;
   if (workspace_bytes) SALA_CUDA_CHECK(cudaMalloc(&impl_->workspace, workspace_bytes));
@@ -144,6 +146,13 @@ Gemm::~Gemm() = default;
 size_t Gemm::cached_plans() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->plans.size();
+}
+
+size_t Gemm::gemv_plans() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  size_t n = 0;
+  for (const auto& [k, p] : impl_->plans) n += p.gemv;
+  return n;
 }
 
 void Gemm::matmul(__nv_bfloat16* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
@@ -164,12 +173,18 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     throw InternalError(fmt::format("Gemm: bad shape {}", shape_text(k)));
   if (N == 0) return;
   std::lock_guard<std::mutex> lock(impl_->mu);
+  const bool gemv_ok = impl_->use_gemv && impl_->tune_small && gemv_supported(x, ldx, w, N, in);
   auto it = impl_->plans.find(k);
   if (it == impl_->plans.end()) {
     it = impl_->plans.emplace(k, make_plan(impl_->handle, impl_->workspace_bytes, k)).first;
     if (!impl_->tune_small) it->second.tuned = true;
+    if (gemv_ok) it->second.tuned = false;  // a single cuBLASLt candidate still races the gemv
   }
   Plan& p = it->second;
+  auto run_gemv = [&] {
+    gemv(y, f32, ldy, static_cast<const __nv_bfloat16*>(x), ldx, static_cast<const __nv_bfloat16*>(w), N, in, out,
+         s);
+  };
   const float alpha = 1.0f, beta = 0.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
     return cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo,
@@ -179,28 +194,41 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     SALA_CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
     if (cap == cudaStreamCaptureStatusNone) {  // timing needs a synchronisation: never inside a graph capture
-      float best = 0;
-      size_t best_i = 0;
-      SALA_CUDA_CHECK(cudaStreamSynchronize(s));
-      for (size_t i = 0; i < p.candidates.size(); ++i) {
-        if (launch(p.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a refusal drops the candidate
+      // the best of 3 timed runs after a warm-up run
+      auto time_it = [&](auto&& fn) {
         float t = 0;
         for (int rep = 0; rep < 3; ++rep) {
           SALA_CUDA_CHECK(cudaEventRecord(impl_->e0, s));
-          SALA_LT(launch(p.candidates[i]), &k);
+          fn();
           SALA_CUDA_CHECK(cudaEventRecord(impl_->e1, s));
           SALA_CUDA_CHECK(cudaEventSynchronize(impl_->e1));
           float ms = 0;
           SALA_CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->e0, impl_->e1));
           t = rep == 0 ? ms : std::min(t, ms);
         }
+        return t;
+      };
+      float best = 0;
+      size_t best_i = 0;
+      SALA_CUDA_CHECK(cudaStreamSynchronize(s));
+      for (size_t i = 0; i < p.candidates.size(); ++i) {
+        if (launch(p.candidates[i]) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; a refusal drops the candidate
+        const float t = time_it([&] { SALA_LT(launch(p.candidates[i]), &k); });
         if (best == 0 || t < best) best = t, best_i = i;
       }
       p.algo = p.candidates[best_i];
+      if (gemv_ok) {
+        run_gemv();
+        const float t = time_it(run_gemv);
+        p.gemv = best == 0 || t < best;
+      }
       p.tuned = true;
     }
   }
-  SALA_LT(launch(p.algo), &k);
+  if (p.gemv)
+    run_gemv();
+  else
+    SALA_LT(launch(p.algo), &k);
 }
 
 }  // namespace sala::cuda

@@ -6,6 +6,8 @@
 // Products of at most 64 rows (decode: bound by the weight read) are tuned at their first call outside a graph
 // capture: the heuristic's candidates (up to 8) are timed on the call's own operands and the fastest is kept (the
 // call synchronises its stream once for that); the result is the chosen algorithm's, computed last.
+// That timing also runs sala's own gemv (below) where it applies (N <= kGemvMaxRows, 16-byte aligned rows), so a
+// decode product takes whichever of the two is faster on this card for this shape.
 // Every cuBLASLt status is checked: a failure throws sala::Error naming the call and the shape.
 // Not for concurrent use from several host threads or streams (the workspace is shared).
 #pragma once
@@ -17,9 +19,18 @@
 
 namespace sala::cuda {
 
+inline constexpr int kGemvMaxRows = 8;
+
+// gemv.cu: y (N, out) = x (N, in) · w^T on the CUDA cores, a warp per output row streaming w once (the decode
+// product). y is bf16, or fp32 when f32. Requires gemv_supported (else throws).
+bool gemv_supported(const void* x, int ldx, const void* w, int N, int in);
+void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
+          int out, cudaStream_t s);
+
 class Gemm {
  public:
-  explicit Gemm(size_t workspace_bytes = size_t(32) << 20, bool tune_small = true);
+  // tune_small = false: the heuristic's first algorithm for every shape; use_gemv = false: cuBLASLt only (benches).
+  explicit Gemm(size_t workspace_bytes = size_t(32) << 20, bool tune_small = true, bool use_gemv = true);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -32,6 +43,7 @@ class Gemm {
                   cudaStream_t s);
 
   size_t cached_plans() const;  // shapes planned so far (tests)
+  size_t gemv_plans() const;    // of those, the shapes that chose sala's gemv (tests, benches)
 
  private:
   struct Impl;

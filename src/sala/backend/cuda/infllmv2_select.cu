@@ -13,9 +13,10 @@
 //           shuffles, and max-pools the 64 window sums (plus the last one of the previous tile) onto the tile's 16
 //           blocks -> fp32 block scores (N, Hkv, max_blocks) in the workspace. A K1 split that does not start at tile
 //           0 first runs the tile before it only to carry its last window.
-//   topk:   CTA = (row, kv head): force init/local blocks to +inf, radix-select (4 passes of 8 bits on an order-
-//           preserving key) the topk-th largest score, then one ordered pass takes every block above it and the
-//           lowest-indexed ones equal to it, written ascending.
+//   topk:   CTA = (row, kv head), 512 threads: force init/local blocks to +inf, radix-select (4 passes of 8 bits on
+//           an order-preserving key) the topk-th largest score, then every block above it and the lowest-indexed
+//           ones equal to it are written ascending: each thread owns a contiguous run of blocks, and two block scans
+//           (ties seen before the run, picks before the run) place its picks.
 // Rows whose sequence lacks kSeqSparse are skipped by all three (their idx rows are left as they are).
 #include <cub/block/block_scan.cuh>
 
@@ -33,9 +34,10 @@ namespace {
 
 using namespace detail;
 
-constexpr int kRows = 4;  // rows per stage-1 CTA, one per warp
-constexpr int kS1Threads = kRows * 32;
-constexpr int kTopkThreads = 256;
+// Rows per stage-1 CTA, one per warp: every row of a CTA shares each K1/K2 tile it loads, so long prefill steps take
+// 16 (a quarter of the L2 traffic of 4, which was bound by it); steps of short rows per sequence (decode) take 4.
+constexpr int kRowsFew = 4, kRowsMany = 16;
+constexpr int kTopkThreads = 512;
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct S1Params {
@@ -86,6 +88,7 @@ __device__ __forceinline__ void qk_tile(float (&s)[8][4], const uint32_t (&qa)[D
 }
 
 // Finds the CTA's tile; false (for the whole CTA) when past the end or the sequence is dense.
+template <int kRows>
 __device__ __forceinline__ bool s1_setup(const S1Params& P, RowTile& tile, S1Row& R, int& n1_tot, int& n2_tot) {
   __shared__ RowTile s_tile;
   __shared__ int s_ok;
@@ -123,6 +126,7 @@ __device__ __forceinline__ bool s1_setup(const S1Params& P, RowTile& tile, S1Row
   return true;
 }
 
+template <int kRows>
 __device__ __forceinline__ int cta_max(int v, int* red) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) red[warp] = v;
@@ -133,16 +137,17 @@ __device__ __forceinline__ int cta_max(int v, int* red) {
   return m;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kS1Threads) stage1_lse_kernel(S1Params P) {
+template <int D, int kRows>
+__global__ void __launch_bounds__(kRows * 32) stage1_lse_kernel(S1Params P) {
+  constexpr int kS1Threads = kRows * 32;
   __shared__ __align__(128) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ int red[kRows];
   RowTile tile;
   S1Row R;
   int n1_tot, n2_tot;
-  if (!s1_setup(P, tile, R, n1_tot, n2_tot)) return;
+  if (!s1_setup<kRows>(P, tile, R, n1_tot, n2_tot)) return;
   const int tid = threadIdx.x, lane = tid & 31, tq = lane & 3, g = blockIdx.y, z = blockIdx.z;
-  const int max_n2 = cta_max(R.n2, red);
+  const int max_n2 = cta_max<kRows>(R.n2, red);
   const int T = (max_n2 + 63) / 64;
   const int t_begin = T * z / P.splits_lse, t_end = T * (z + 1) / P.splits_lse;
   const int* pt = P.rows.page_table + size_t(P.rows.slot[tile.seq]) * P.rows.pt_stride;
@@ -199,18 +204,19 @@ __global__ void __launch_bounds__(kS1Threads) stage1_lse_kernel(S1Params P) {
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kS1Threads) stage1_score_kernel(S1Params P) {
+template <int D, int kRows>
+__global__ void __launch_bounds__(kRows * 32) stage1_score_kernel(S1Params P) {
+  constexpr int kS1Threads = kRows * 32;
   __shared__ __align__(128) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ float cs[kRows][65];  // [0] = last window of the previous tile, [1 + i] = window 64 t + i
   __shared__ int red[kRows];
   RowTile tile;
   S1Row R;
   int n1_tot, n2_tot;
-  if (!s1_setup(P, tile, R, n1_tot, n2_tot)) return;
+  if (!s1_setup<kRows>(P, tile, R, n1_tot, n2_tot)) return;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, tq = lane & 3, g = blockIdx.y, z = blockIdx.z;
-  const int max_qblk = cta_max(R.q_blk, red);
-  const int max_n1 = cta_max(R.n2 > 0 ? R.n1 : 0, red);  // windows any row needs from memory
+  const int max_qblk = cta_max<kRows>(R.q_blk, red);
+  const int max_n1 = cta_max<kRows>(R.n2 > 0 ? R.n1 : 0, red);  // windows any row needs from memory
   const int T = (max_qblk + 1 + 15) / 16;                    // tiles covering blocks 0 .. max_qblk
   const int t_first = T * z / P.splits_score, t_end = T * (z + 1) / P.splits_score;
   const int t_begin = t_first > 0 ? t_first - 1 : 0;        // the tile before only carries its last window
@@ -330,7 +336,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int32_t* __restrict_
   uint32_t prefix = 0, mask = 0;
   int krem = K;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    hist[tid] = 0;  // kTopkThreads == 256
+    if (tid < 256) hist[tid] = 0;
     __syncthreads();
     for (int b = tid; b < nb; b += kTopkThreads) {
       const uint32_t k = key(b);
@@ -370,28 +376,30 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int32_t* __restrict_
     mask |= 255u << shift;
     __syncthreads();
   }
-  // prefix = the K-th largest key; take all keys above it and the krem lowest-indexed equal to it
+  // prefix = the K-th largest key; take all keys above it and the krem lowest-indexed equal to it. Each thread owns
+  // a contiguous run of blocks, so two scans (ties, then picks) give every pick its place in the ascending list.
   const uint32_t thr = prefix;
-  int taken = 0, eq_seen = 0;
-  for (int base = 0; base < nb && taken < K; base += kTopkThreads) {
-    const int b = base + tid;
-    const uint32_t k = b < nb ? key(b) : 0u;
-    const int gt = b < nb && k > thr, eq = b < nb && k == thr;
-    int eq_excl, eq_tot;
-    Scan(scan_tmp).ExclusiveSum(eq, eq_excl, eq_tot);
-    __syncthreads();
-    const int sel = gt || (eq && eq_seen + eq_excl < krem);
-    int sel_excl, sel_tot;
-    Scan(scan_tmp).ExclusiveSum(sel, sel_excl, sel_tot);
-    __syncthreads();
-    if (sel) out[taken + sel_excl] = b;
-    taken += sel_tot;
-    eq_seen += eq_tot;
+  const int per = (nb + kTopkThreads - 1) / kTopkThreads, b0 = min(nb, tid * per), b1 = min(nb, b0 + per);
+  int n_gt = 0, n_eq = 0;
+  for (int b = b0; b < b1; ++b) {
+    const uint32_t k = key(b);
+    n_gt += k > thr;
+    n_eq += k == thr;
+  }
+  int eq_before;
+  Scan(scan_tmp).ExclusiveSum(n_eq, eq_before);
+  __syncthreads();
+  const int take_eq = max(0, min(n_eq, krem - eq_before));
+  int at;
+  Scan(scan_tmp).ExclusiveSum(n_gt + take_eq, at);
+  for (int b = b0, eq_taken = 0; b < b1; ++b) {
+    const uint32_t k = key(b);
+    if (k > thr || (k == thr && eq_taken++ < take_eq)) out[at++] = b;
   }
 }
 
 struct SelectPlan {
-  int tiles, max_blocks, splits_lse, splits_score;
+  int rows_per_cta, tiles, max_blocks, splits_lse, splits_score;
 };
 
 int sm_count() {
@@ -404,9 +412,12 @@ int sm_count() {
   return n;
 }
 
-SelectPlan plan_select(int N, int S, int Hkv, int max_ctx) {
+SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int rows_per_cta) {
   SelectPlan p{};
-  p.tiles = row_tiles_upper(N, S, kRows);
+  p.rows_per_cta = rows_per_cta == kRowsFew || rows_per_cta == kRowsMany ? rows_per_cta
+                   : N >= kRowsMany * S                                   ? kRowsMany
+                                                                          : kRowsFew;
+  p.tiles = row_tiles_upper(N, S, p.rows_per_cta);
   p.max_blocks = (max_ctx + kPageTokens - 1) / kPageTokens;
   const long long ctas = (long long)p.tiles * Hkv, target = 2LL * sm_count();
   auto splits = [&](int tiles_max) {
@@ -423,22 +434,31 @@ SelectPlan plan_select(int N, int S, int Hkv, int max_ctx) {
   return p;
 }
 
+template <int D, int kRows>
+void launch_stage1(const S1Params& prm, const SelectPlan& pl, cudaStream_t s) {
+  stage1_lse_kernel<D, kRows><<<dim3(pl.tiles, prm.Hkv, pl.splits_lse), kRows * 32, 0, s>>>(prm);
+  SALA_CUDA_CHECK_LAUNCH();
+  stage1_score_kernel<D, kRows><<<dim3(pl.tiles, prm.Hkv, pl.splits_score), kRows * 32, 0, s>>>(prm);
+  SALA_CUDA_CHECK_LAUNCH();
+}
+
 template <int D>
 void launch_select(const S1Params& prm, const SelectPlan& pl, int32_t* idx, const SelectArgs& a, cudaStream_t s) {
-  stage1_lse_kernel<D><<<dim3(pl.tiles, prm.Hkv, pl.splits_lse), kS1Threads, 0, s>>>(prm);
-  SALA_CUDA_CHECK_LAUNCH();
-  stage1_score_kernel<D><<<dim3(pl.tiles, prm.Hkv, pl.splits_score), kS1Threads, 0, s>>>(prm);
-  SALA_CUDA_CHECK_LAUNCH();
+  if (pl.rows_per_cta == kRowsMany)
+    launch_stage1<D, kRowsMany>(prm, pl, s);
+  else
+    launch_stage1<D, kRowsFew>(prm, pl, s);
   topk_kernel<<<dim3(prm.rows.N, prm.Hkv), kTopkThreads, 0, s>>>(idx, prm.blk, pl.max_blocks, a.topk_total,
                                                                  a.local_blocks, a.init_blocks, prm.Hkv, prm.rows);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
 // Block scores (N, Hkv, ceil(max_ctx / 64)) fp32, then the K2 lse partials: (splits_lse, n, Hq) float2 for the
-// step's n rows. An upper bound for every step of at most N rows (any S): splits_lse > 1 only when tiles * Hkv <
-// target, i.e. n < 4 target / Hkv, and then splits_lse * n <= 4 target / Hkv + n.
+// step's n rows. An upper bound for every step of at most N rows (any S, either CTA height R): splits_lse > 1 only
+// when tiles * Hkv < target, and then splits_lse <= target / (tiles Hkv) + 1 with tiles >= n / R, so splits_lse * n <=
+// R target / Hkv + n.
 size_t select_lse_rows_bound(int N, int Hkv) {
-  const long long cap = 4LL * 2 * sm_count() / Hkv + 1;
+  const long long cap = 1LL * kRowsMany * 2 * sm_count() / Hkv + 1;
   return size_t(N) + size_t(std::min<long long>(64LL * N, 2 * cap));
 }
 size_t select_blk_bytes(int N, int Hkv, int max_blocks) {
@@ -465,7 +485,7 @@ void infllmv2_select(int32_t* idx, const bf16* x, int ld, int q_off, int Hq, int
   SALA_CUDA_REQUIRE(workspace != nullptr && reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "infllmv2_select");
   SALA_CUDA_REQUIRE(k1 != nullptr && k2 != nullptr, "infllmv2_select");
   if (rows.N == 0) return;
-  const SelectPlan pl = plan_select(rows.N, rows.S, Hkv, max_ctx);
+  const SelectPlan pl = plan_select(rows.N, rows.S, Hkv, max_ctx, a.rows_per_cta);
   S1Params prm{};
   prm.x = x;
   prm.ld = ld;
