@@ -652,13 +652,15 @@ void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool
 }
 
 void check_gemv(int N, int in, int out, int ldx, int ldy, bool f32) {
-  check_product([&](void* y, const bf16* x, const bf16* w) { cuda::gemv(y, f32, ldy, x, ldx, w, N, in, out, nullptr); },
-                N, in, out, ldx, ldy, f32, "gemv");
+  for (int rpw : {1, 2})
+    check_product(
+        [&](void* y, const bf16* x, const bf16* w) { cuda::gemv(y, f32, ldy, x, ldx, w, N, in, out, nullptr, rpw); },
+        N, in, out, ldx, ldy, f32, "gemv v" + std::to_string(rpw));
 }
 
 // sala's decode product on its own (Gemm uses it only where it wins the timing): every row count it takes, the
 // unrolled and the tail loops (in = 16384: 8 chunks per lane in flight; 1032: a tail only), strided x, y a slice of
-// wider rows, fp32 logits, out not a multiple of the 8 warps of a CTA.
+// wider rows, fp32 logits, out not a multiple of the 8 warps of a CTA (nor odd for v2's row pairs); both versions.
 TEST(CudaGemm, GemvMatchesCpu) {
   for (int N = 1; N <= cuda::kGemvMaxRows; ++N) {
     check_gemv(N, 4096, 1000, 4096, 1000, false);

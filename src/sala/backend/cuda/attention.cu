@@ -31,6 +31,7 @@
 #include "sala/backend/cuda/attn_common.cuh"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/util.h"
 
 namespace sala::cuda {
 
@@ -586,16 +587,6 @@ struct AttnPlan {
   bool decode;  // every sequence has one row (and group <= 16): attn_decode_kernel
   int warps, M, hpc, R, head_chunks, tiles, splits, nblk_max;
 };
-
-int sm_count() {
-  static int n = [] {
-    int dev = 0, c = 0;
-    SALA_CUDA_CHECK(cudaGetDevice(&dev));
-    SALA_CUDA_CHECK(cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev));
-    return c;
-  }();
-  return n;
-}
 
 int g_warps_override = 0;  // attention_warps_override (benchmarks)
 

@@ -3,6 +3,7 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -43,8 +44,20 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first
   bool tuned = false;
-  bool gemv = false;  // tuned: sala's gemv beat every cuBLASLt candidate
+  int gemv = 0;  // tuned: sala's gemv (its rows per warp, 1 or 2) beat every cuBLASLt candidate; 0: cuBLASLt
 };
+
+// Tuning results shared by every Gemm of the process: two backends (or a graph-recording and an eager one) must run
+// the same kernel for the same shape, or their products differ in the last bits. Value: the chosen candidate's index,
+// or -r for sala's gemv with r rows per warp.
+struct TuneCache {
+  std::mutex mu;
+  std::map<std::pair<Key, bool>, int> choice;  // (shape, gemv allowed) -> choice
+};
+TuneCache& tune_cache() {
+  static TuneCache c;
+  return c;
+}
 
 }  // namespace
 
@@ -151,7 +164,7 @@ size_t Gemm::cached_plans() const {
 size_t Gemm::gemv_plans() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   size_t n = 0;
-  for (const auto& [k, p] : impl_->plans) n += p.gemv;
+  for (const auto& [k, p] : impl_->plans) n += p.gemv != 0;
   return n;
 }
 
@@ -181,9 +194,9 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     if (gemv_ok) it->second.tuned = false;  // a single cuBLASLt candidate still races the gemv
   }
   Plan& p = it->second;
-  auto run_gemv = [&] {
-    gemv(y, f32, ldy, static_cast<const __nv_bfloat16*>(x), ldx, static_cast<const __nv_bfloat16*>(w), N, in, out,
-         s);
+  auto run_gemv = [&](int rows_per_warp) {
+    gemv(y, f32, ldy, static_cast<const __nv_bfloat16*>(x), ldx, static_cast<const __nv_bfloat16*>(w), N, in, out, s,
+         rows_per_warp);
   };
   const float alpha = 1.0f, beta = 0.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
@@ -193,7 +206,17 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
   if (!p.tuned) {
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     SALA_CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
-    if (cap == cudaStreamCaptureStatusNone) {  // timing needs a synchronisation: never inside a graph capture
+    int chosen = INT32_MIN;
+    {
+      std::lock_guard<std::mutex> cl(tune_cache().mu);
+      auto ci = tune_cache().choice.find({k, gemv_ok});
+      if (ci != tune_cache().choice.end()) chosen = ci->second;
+    }
+    if (chosen != INT32_MIN && chosen < int(p.candidates.size())) {  // tuned before, by this or another Gemm
+      p.gemv = chosen < 0 ? -chosen : 0;
+      if (chosen >= 0) p.algo = p.candidates[size_t(chosen)];
+      p.tuned = true;
+    } else if (cap == cudaStreamCaptureStatusNone) {  // timing needs a synchronisation: never inside a graph capture
       // the best of 3 timed runs after a warm-up run
       auto time_it = [&](auto&& fn) {
         float t = 0;
@@ -217,16 +240,18 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
         if (best == 0 || t < best) best = t, best_i = i;
       }
       p.algo = p.candidates[best_i];
-      if (gemv_ok) {
-        run_gemv();
-        const float t = time_it(run_gemv);
-        p.gemv = best == 0 || t < best;
+      for (int rpw = 1; gemv_ok && rpw <= 2; ++rpw) {
+        run_gemv(rpw);
+        const float t = time_it([&] { run_gemv(rpw); });
+        if (best == 0 || t < best) best = t, p.gemv = rpw;
       }
       p.tuned = true;
+      std::lock_guard<std::mutex> cl(tune_cache().mu);
+      tune_cache().choice[{k, gemv_ok}] = p.gemv ? -p.gemv : int(best_i);
     }
   }
   if (p.gemv)
-    run_gemv();
+    run_gemv(p.gemv);
   else
     SALA_LT(launch(p.algo), &k);
 }

@@ -5,7 +5,8 @@
 // the heuristic's algorithm are built once per shape (sizes, strides, output type, pointer alignments) and cached.
 // Products of at most 64 rows (decode: bound by the weight read) are tuned at their first call outside a graph
 // capture: the heuristic's candidates (up to 8) are timed on the call's own operands and the fastest is kept (the
-// call synchronises its stream once for that); the result is the chosen algorithm's, computed last.
+// call synchronises its stream once for that); the result is the chosen algorithm's, computed last. The choice is
+// shared by every Gemm of the process (a second backend runs the same kernels, so its products agree bitwise).
 // That timing also runs sala's own gemv (below) where it applies (N <= kGemvMaxRows, 16-byte aligned rows), so a
 // decode product takes whichever of the two is faster on this card for this shape.
 // Every cuBLASLt status is checked: a failure throws sala::Error naming the call and the shape.
@@ -24,8 +25,9 @@ inline constexpr int kGemvMaxRows = 8;
 // gemv.cu: y (N, out) = x (N, in) · w^T on the CUDA cores, a warp per output row streaming w once (the decode
 // product). y is bf16, or fp32 when f32. Requires gemv_supported (else throws).
 bool gemv_supported(const void* x, int ldx, const void* w, int N, int in);
+// rows_per_warp: 1 (v1) or 2 (v2, the loads of two rows interleaved).
 void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
-          int out, cudaStream_t s);
+          int out, cudaStream_t s, int rows_per_warp = 1);
 
 class Gemm {
  public:

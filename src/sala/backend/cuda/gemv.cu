@@ -5,7 +5,8 @@
 // each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
 // load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
 // by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
-// by shuffles. No shared memory, no barriers: a warp finishes when its row does.
+// by shuffles. No shared memory, no barriers: a warp finishes when its row does. Two versions (kernel lab): v1 a row
+// per warp, v2 two rows per warp with their loads interleaved; Gemm's tuning times both.
 #include <cstdint>
 
 #include "sala/backend/cuda/arg_check.h"
@@ -38,54 +39,83 @@ __device__ __forceinline__ float dot8(float acc, const uint4& a, const uint4& b)
   return acc;
 }
 
-template <int N, bool F32>
+// RPW rows per warp, their loads interleaved (RPW = 2: sixteen 16-byte loads in flight per lane).
+template <int N, bool F32, int RPW>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
   const int lane = threadIdx.x & 31;
-  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (row >= out) return;  // warp-uniform
+  const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * RPW;
+  if (row0 >= out) return;  // warp-uniform
   const int chunks = in / 8;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + size_t(row) * in);
-  float acc[N];
+  const uint4* wr[RPW];
 #pragma unroll
-  for (int n = 0; n < N; ++n) acc[n] = 0.f;
+  for (int i = 0; i < RPW; ++i) wr[i] = reinterpret_cast<const uint4*>(w + size_t(min(row0 + i, out - 1)) * in);
+  float acc[RPW][N];
+#pragma unroll
+  for (int i = 0; i < RPW; ++i)
+#pragma unroll
+    for (int n = 0; n < N; ++n) acc[i][n] = 0.f;
   int c = lane;
   for (; c + 32 * (kUnroll - 1) < chunks; c += 32 * kUnroll) {
-    uint4 wv[kUnroll];
+    uint4 wv[RPW][kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + c + 32 * u);
+    for (int i = 0; i < RPW; ++i)
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) wv[i][u] = ld_stream(wr[i] + c + 32 * u);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-      for (int n = 0; n < N; ++n)
-        acc[n] = dot8(acc[n], wv[u], __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u));
+      for (int n = 0; n < N; ++n) {
+        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u);
+#pragma unroll
+        for (int i = 0; i < RPW; ++i) acc[i][n] = dot8(acc[i][n], wv[i][u], xv);
+      }
   }
   for (; c < chunks; c += 32) {
-    const uint4 wv = ld_stream(wr + c);
+    uint4 wv[RPW];
 #pragma unroll
-    for (int n = 0; n < N; ++n) acc[n] = dot8(acc[n], wv, __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c));
+    for (int i = 0; i < RPW; ++i) wv[i] = ld_stream(wr[i] + c);
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c);
+#pragma unroll
+      for (int i = 0; i < RPW; ++i) acc[i][n] = dot8(acc[i][n], wv[i], xv);
+    }
   }
 #pragma unroll
-  for (int n = 0; n < N; ++n) {
-    float v = acc[n];
+  for (int i = 0; i < RPW; ++i) {
+    const int row = row0 + i;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == n) {
-      if constexpr (F32)
-        static_cast<float*>(y)[size_t(n) * ldy + row] = v;
-      else
-        static_cast<bf16*>(y)[size_t(n) * ldy + row] = __float2bfloat16_rn(v);
+    for (int n = 0; n < N; ++n) {
+      float v = acc[i][n];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == n && row < out) {
+        if constexpr (F32)
+          static_cast<float*>(y)[size_t(n) * ldy + row] = v;
+        else
+          static_cast<bf16*>(y)[size_t(n) * ldy + row] = __float2bfloat16_rn(v);
+      }
     }
   }
 }
 
-template <int N>
+template <int N, int RPW>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, cudaStream_t s) {
-  const unsigned grid = unsigned((out + kWarps - 1) / kWarps);
+  const unsigned grid = unsigned((out + kWarps * RPW - 1) / (kWarps * RPW));
   if (f32)
-    gemv_kernel<N, true><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    gemv_kernel<N, true, RPW><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
   else
-    gemv_kernel<N, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    gemv_kernel<N, false, RPW><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+}
+
+template <int N>
+void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, int rpw,
+            cudaStream_t s) {
+  if (rpw == 2)
+    launch<N, 2>(y, f32, ldy, x, ldx, w, in, out, s);
+  else
+    launch<N, 1>(y, f32, ldy, x, ldx, w, in, out, s);
 }
 
 }  // namespace
@@ -95,17 +125,20 @@ bool gemv_supported(const void* x, int ldx, const void* w, int N, int in) {
   return N >= 1 && N <= kGemvMaxRows && in > 0 && in % 8 == 0 && ldx % 8 == 0 && a16(x) && a16(w);
 }
 
-void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s) {
+void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,
+          int rows_per_warp) {
   SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && ldy >= out && ldx >= in, "gemv");
+  SALA_CUDA_REQUIRE(rows_per_warp == 1 || rows_per_warp == 2, "gemv");
+  const int r = rows_per_warp;
   switch (N) {
-    case 1: launch<1>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    case 2: launch<2>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    case 3: launch<3>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    case 4: launch<4>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    case 5: launch<5>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    case 6: launch<6>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    case 7: launch<7>(y, f32, ldy, x, ldx, w, in, out, s); break;
-    default: launch<8>(y, f32, ldy, x, ldx, w, in, out, s); break;
+    case 1: launch<1>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    case 2: launch<2>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    case 3: launch<3>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    case 4: launch<4>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    case 5: launch<5>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    case 6: launch<6>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    case 7: launch<7>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
+    default: launch<8>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
   }
   SALA_CUDA_CHECK_LAUNCH();
 }

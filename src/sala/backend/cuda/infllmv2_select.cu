@@ -27,6 +27,7 @@
 #include "sala/backend/cuda/attn_common.cuh"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/util.h"
 
 namespace sala::cuda {
 
@@ -34,8 +35,10 @@ namespace {
 
 using namespace detail;
 
-// Rows per stage-1 CTA, one per warp: every row of a CTA shares each K1/K2 tile it loads, so long prefill steps take
-// 16 (a quarter of the L2 traffic of 4, which was bound by it); steps of short rows per sequence (decode) take 4.
+// Rows per stage-1 CTA, one per warp (kernel lab: v1 = 4, v2 = 16). Every row of a CTA shares each K1/K2 tile it
+// loads, so 16 rows cut the L2 traffic to a quarter, but on the H200 v2 measured 7% slower than v1 at 32K and 128K
+// (bench_attention): the kernels are bound by issue and latency (exp2, shuffles, the MMA chains), not by L2. The
+// launcher takes v1; SelectArgs::rows_per_cta forces either.
 constexpr int kRowsFew = 4, kRowsMany = 16;
 constexpr int kTopkThreads = 512;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -402,21 +405,9 @@ struct SelectPlan {
   int rows_per_cta, tiles, max_blocks, splits_lse, splits_score;
 };
 
-int sm_count() {
-  static int n = [] {
-    int dev = 0, c = 0;
-    SALA_CUDA_CHECK(cudaGetDevice(&dev));
-    SALA_CUDA_CHECK(cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev));
-    return c;
-  }();
-  return n;
-}
-
 SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int rows_per_cta) {
   SelectPlan p{};
-  p.rows_per_cta = rows_per_cta == kRowsFew || rows_per_cta == kRowsMany ? rows_per_cta
-                   : N >= kRowsMany * S                                   ? kRowsMany
-                                                                          : kRowsFew;
+  p.rows_per_cta = rows_per_cta == kRowsMany ? kRowsMany : kRowsFew;
   p.tiles = row_tiles_upper(N, S, p.rows_per_cta);
   p.max_blocks = (max_ctx + kPageTokens - 1) / kPageTokens;
   const long long ctas = (long long)p.tiles * Hkv, target = 2LL * sm_count();

@@ -58,4 +58,14 @@ void gather_rows(void* dst, int ld_dst, const void* src, int ld_src, const int32
   SALA_CUDA_CHECK_LAUNCH();
 }
 
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, c = 0;
+    SALA_CUDA_CHECK(cudaGetDevice(&dev));
+    SALA_CUDA_CHECK(cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev));
+    return c;
+  }();
+  return n;
+}
+
 }  // namespace sala::cuda

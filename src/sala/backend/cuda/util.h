@@ -14,4 +14,7 @@ void gather_rows(void* dst, int ld_dst, const void* src, int ld_src, const int32
 // on the device for benchmarks).
 void fill_random_bf16(void* out, size_t n, float std, uint64_t seed, cudaStream_t s);
 
+// Multiprocessors of the current device (asked once per process: launchers size their grids by it).
+int sm_count();
+
 }  // namespace sala::cuda
