@@ -150,12 +150,13 @@ void bench_gemm() {
   fill_bf16(w, wmax, 1, 0.02f);
   fill_bf16(x, xmax, 2, 1.0f);
   // kernel lab for the decode products: the engine's Gemm (tuned small-N, sala's gemv among the candidates),
-  // cuBLASLt alone (tuned), the heuristic's first pick, and the two gemv versions alone, side by side on the same
+  // cuBLASLt alone (tuned), the heuristic's first pick, and each gemv version alone, side by side on the same
   // operands (each version is checked against the CPU by tests/cuda CudaGemm.GemvMatchesCpu)
   cuda::Gemm gemm, lt_only(size_t(32) << 20, true, false), heuristic(size_t(32) << 20, false);
   for (const Shape& sh : shapes)
     for (int N : Ns)
-      for (int variant = 0; variant < (N <= cuda::kGemvMaxRows ? 5 : N <= 64 ? 3 : 1); ++variant) {
+      for (int variant = 0; variant < (N <= cuda::kGemvMaxRows ? 3 + cuda::kGemvVersions : N <= 64 ? 3 : 1);
+           ++variant) {
         cuda::Gemm& gm = variant == 0 ? gemm : variant == 1 ? lt_only : heuristic;
         auto run = [&] {
           if (variant >= 3)
@@ -173,7 +174,7 @@ void bench_gemm() {
         const double ms = time_ms(run, reps, 3);
         const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
         static const char* names[] = {"gemm (engine)", "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
-                                      "gemv v1 (sala)", "gemv v2 (sala)"};
+                                      "gemv v1 (sala)", "gemv v2 (sala)", "gemv v3 (sala)"};
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
       }
   SALA_CUDA_CHECK(cudaFree(w));

@@ -652,15 +652,16 @@ void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool
 }
 
 void check_gemv(int N, int in, int out, int ldx, int ldy, bool f32) {
-  for (int rpw : {1, 2})
+  for (int v = 1; v <= cuda::kGemvVersions; ++v)
     check_product(
-        [&](void* y, const bf16* x, const bf16* w) { cuda::gemv(y, f32, ldy, x, ldx, w, N, in, out, nullptr, rpw); },
-        N, in, out, ldx, ldy, f32, "gemv v" + std::to_string(rpw));
+        [&](void* y, const bf16* x, const bf16* w) { cuda::gemv(y, f32, ldy, x, ldx, w, N, in, out, nullptr, v); },
+        N, in, out, ldx, ldy, f32, "gemv v" + std::to_string(v));
 }
 
 // sala's decode product on its own (Gemm uses it only where it wins the timing): every row count it takes, the
 // unrolled and the tail loops (in = 16384: 8 chunks per lane in flight; 1032: a tail only), strided x, y a slice of
-// wider rows, fp32 logits, out not a multiple of the 8 warps of a CTA (nor odd for v2's row pairs); both versions.
+// wider rows, fp32 logits, out not a multiple of the 8 warps of a CTA (nor of v2's row pairs, v3's two rows per CTA), in = 1032
+// (129 chunks: v3's quarters of unequal length); every version.
 TEST(CudaGemm, GemvMatchesCpu) {
   for (int N = 1; N <= cuda::kGemvMaxRows; ++N) {
     check_gemv(N, 4096, 1000, 4096, 1000, false);

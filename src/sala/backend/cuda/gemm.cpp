@@ -44,12 +44,12 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
   std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's, best first
   bool tuned = false;
-  int gemv = 0;  // tuned: sala's gemv (its rows per warp, 1 or 2) beat every cuBLASLt candidate; 0: cuBLASLt
+  int gemv = 0;  // tuned: the version of sala's gemv that beat every cuBLASLt candidate; 0: cuBLASLt
 };
 
 // Tuning results shared by every Gemm of the process: two backends (or a graph-recording and an eager one) must run
 // the same kernel for the same shape, or their products differ in the last bits. Value: the chosen candidate's index,
-// or -r for sala's gemv with r rows per warp.
+// or -v for version v of sala's gemv.
 struct TuneCache {
   std::mutex mu;
   std::map<std::pair<Key, bool>, int> choice;  // (shape, gemv allowed) -> choice
@@ -194,9 +194,9 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     if (gemv_ok) it->second.tuned = false;  // a single cuBLASLt candidate still races the gemv
   }
   Plan& p = it->second;
-  auto run_gemv = [&](int rows_per_warp) {
+  auto run_gemv = [&](int version) {
     gemv(y, f32, ldy, static_cast<const __nv_bfloat16*>(x), ldx, static_cast<const __nv_bfloat16*>(w), N, in, out, s,
-         rows_per_warp);
+         version);
   };
   const float alpha = 1.0f, beta = 0.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
@@ -240,10 +240,10 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
         if (best == 0 || t < best) best = t, best_i = i;
       }
       p.algo = p.candidates[best_i];
-      for (int rpw = 1; gemv_ok && rpw <= 2; ++rpw) {
-        run_gemv(rpw);
-        const float t = time_it([&] { run_gemv(rpw); });
-        if (best == 0 || t < best) best = t, p.gemv = rpw;
+      for (int v = 1; gemv_ok && v <= kGemvVersions; ++v) {
+        run_gemv(v);
+        const float t = time_it([&] { run_gemv(v); });
+        if (best == 0 || t < best) best = t, p.gemv = v;
       }
       p.tuned = true;
       std::lock_guard<std::mutex> cl(tune_cache().mu);

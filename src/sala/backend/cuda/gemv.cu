@@ -5,8 +5,9 @@
 // each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
 // load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
 // by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
-// by shuffles. No shared memory, no barriers: a warp finishes when its row does. Two versions (kernel lab): v1 a row
-// per warp, v2 two rows per warp with their loads interleaved; Gemm's tuning times both.
+// by shuffles. No shared memory, no barriers: a warp finishes when its row does. Three versions (kernel lab): v1 a
+// row per warp, v2 two rows per warp with their loads interleaved, v3 four warps per row (split along in, summed in
+// shared memory); Gemm's tuning times all three.
 #include <cstdint>
 
 #include "sala/backend/cuda/arg_check.h"
@@ -100,6 +101,65 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
   }
 }
 
+// v3: kSplit warps per row, each over a contiguous quarter of the row's chunks; the partial sums meet in shared
+// memory. For short, wide products (down_proj: 4096 rows of 16384) whose one-warp rows leave the GPU with too few
+// warps, each walking 64 chunks per lane in series.
+constexpr int kSplit = 4;
+template <int N, bool F32>
+__global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restrict__ y, int ldy,
+                                                                const bf16* __restrict__ x, int ldx,
+                                                                const bf16* __restrict__ w, int in, int out) {
+  constexpr int kRowsPerCta = kWarps / kSplit;
+  __shared__ float part[kWarps][N];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int row = blockIdx.x * kRowsPerCta + warp / kSplit, q = warp % kSplit;
+  const int chunks = in / 8, c0 = int((long long)chunks * q / kSplit), c1 = int((long long)chunks * (q + 1) / kSplit);
+  float acc[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) acc[n] = 0.f;
+  if (row < out) {  // warp-uniform; no early return: the barrier below is the CTA's
+    const uint4* wr = reinterpret_cast<const uint4*>(w + size_t(row) * in);
+    int c = c0 + lane;
+    for (; c + 32 * (kUnroll - 1) < c1; c += 32 * kUnroll) {
+      uint4 wv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + c + 32 * u);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int n = 0; n < N; ++n)
+          acc[n] = dot8(acc[n], wv[u], __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u));
+    }
+    for (; c < c1; c += 32) {
+      const uint4 wv = ld_stream(wr + c);
+#pragma unroll
+      for (int n = 0; n < N; ++n)
+        acc[n] = dot8(acc[n], wv, __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c));
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    float v = acc[n];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == n) part[warp][n] = v;
+  }
+  __syncthreads();
+  const int t = threadIdx.x, r = t / N, n = t % N;  // one thread per (row of the CTA, x row)
+  if (t < kRowsPerCta * N) {
+    const int orow = blockIdx.x * kRowsPerCta + r;
+    if (orow < out) {
+      float v = 0.f;
+#pragma unroll
+      for (int k = 0; k < kSplit; ++k) v += part[r * kSplit + k][n];
+      if constexpr (F32)
+        static_cast<float*>(y)[size_t(n) * ldy + orow] = v;
+      else
+        static_cast<bf16*>(y)[size_t(n) * ldy + orow] = __float2bfloat16_rn(v);
+    }
+  }
+}
+
 template <int N, int RPW>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, cudaStream_t s) {
   const unsigned grid = unsigned((out + kWarps * RPW - 1) / (kWarps * RPW));
@@ -112,10 +172,18 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
 template <int N>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, int rpw,
             cudaStream_t s) {
-  if (rpw == 2)
+  if (rpw == 3) {
+    constexpr int kRowsPerCta = kWarps / kSplit;
+    const unsigned grid = unsigned((out + kRowsPerCta - 1) / kRowsPerCta);
+    if (f32)
+      gemv_split_kernel<N, true><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    else
+      gemv_split_kernel<N, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+  } else if (rpw == 2) {
     launch<N, 2>(y, f32, ldy, x, ldx, w, in, out, s);
-  else
+  } else {
     launch<N, 1>(y, f32, ldy, x, ldx, w, in, out, s);
+  }
 }
 
 }  // namespace
@@ -126,10 +194,10 @@ bool gemv_supported(const void* x, int ldx, const void* w, int N, int in) {
 }
 
 void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,
-          int rows_per_warp) {
+          int version) {
   SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && ldy >= out && ldx >= in, "gemv");
-  SALA_CUDA_REQUIRE(rows_per_warp == 1 || rows_per_warp == 2, "gemv");
-  const int r = rows_per_warp;
+  SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv");
+  const int r = version;
   switch (N) {
     case 1: launch<1>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
     case 2: launch<2>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
