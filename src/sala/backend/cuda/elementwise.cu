@@ -10,7 +10,6 @@
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
-#include "sala/backend/cuda/pdl.cuh"
 
 namespace sala::cuda {
 
@@ -74,7 +73,6 @@ template <int VEC>
 __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict__ a, int lda, float a_scale,
                                    bf16* __restrict__ out, int ldo, const bf16* __restrict__ w, float eps,
                                    float post_scale, int hidden) {
-  detail::pdl_trigger();  // a decode product after this may start prefetching its weights
   const int r = blockIdx.x;
   float* hr = h + size_t(r) * hidden;
   const bf16* ar = a ? a + size_t(r) * lda : nullptr;
@@ -115,7 +113,6 @@ __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict
 
 template <int VEC>
 __global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ w, float eps, int width) {
-  detail::pdl_trigger();
   bf16* xr = x + size_t(blockIdx.x) * ldx;
   float ss = 0.f;
   for (int i = threadIdx.x * VEC; i < width; i += kRowThreads * VEC) {
@@ -236,7 +233,6 @@ __global__ void __launch_bounds__(kRopeThreads)
 // Grids of the 2-D elementwise kernels: `bpr` blocks per row, rows along x (no 65535 limit on the row count).
 template <int VEC>
 __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__ gu, int inter, int bpr) {
-  detail::pdl_trigger();
   const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
   const bf16* g = gu + size_t(r) * 2 * inter;
   const bf16* u = g + inter;
@@ -256,7 +252,6 @@ __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__
 template <int VEC>
 __global__ void mul_sigmoid_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ g, int ldg, int width,
                                    int bpr) {
-  detail::pdl_trigger();
   const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
   bf16* xr = x + size_t(r) * ldx;
   const bf16* gr = g + size_t(r) * ldg;

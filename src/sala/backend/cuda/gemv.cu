@@ -5,9 +5,7 @@
 // each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
 // load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
 // by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
-// by shuffles. No shared memory, no barriers: a warp finishes when its row does. Launched as a programmatic dependent
-// (pdl.cuh): the first weight chunks of each row are prefetched into L2 while the kernel before (an add + RMSNorm, a
-// SwiGLU, a gate: one block in decode) still runs, which hides most of the product's ramp. Three versions (kernel lab): v1 a
+// by shuffles. No shared memory, no barriers: a warp finishes when its row does. Three versions (kernel lab): v1 a
 // row per warp, v2 two rows per warp with their loads interleaved, v3 four warps per row (split along in, summed in
 // shared memory); Gemm's tuning times all three.
 #include <cstdint>
@@ -16,7 +14,6 @@
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/gemm.h"
 #include "sala/backend/cuda/kernels.h"
-#include "sala/backend/cuda/pdl.cuh"
 
 namespace sala::cuda {
 
@@ -49,20 +46,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * RPW;
-  if (row0 >= out) {  // warp-uniform
-    detail::pdl_wait();
-    return;
-  }
+  if (row0 >= out) return;  // warp-uniform
   const int chunks = in / 8;
   const uint4* wr[RPW];
 #pragma unroll
   for (int i = 0; i < RPW; ++i) wr[i] = reinterpret_cast<const uint4*>(w + size_t(min(row0 + i, out - 1)) * in);
-#pragma unroll
-  for (int i = 0; i < RPW; ++i)
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (lane + 32 * u < chunks) detail::prefetch_l2(wr[i] + lane + 32 * u);
-  detail::pdl_wait();  // x (and y's readers) belong to the kernel before
   float acc[RPW][N];
 #pragma unroll
   for (int i = 0; i < RPW; ++i)
@@ -126,15 +114,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int row = blockIdx.x * kRowsPerCta + warp / kSplit, q = warp % kSplit;
   const int chunks = in / 8, c0 = int((long long)chunks * q / kSplit), c1 = int((long long)chunks * (q + 1) / kSplit);
-  const uint4* wr = reinterpret_cast<const uint4*>(w + size_t(min(row, out - 1)) * in);
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u)
-    if (c0 + lane + 32 * u < c1) detail::prefetch_l2(wr + c0 + lane + 32 * u);
-  detail::pdl_wait();
   float acc[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) acc[n] = 0.f;
   if (row < out) {  // warp-uniform; no early return: the barrier below is the CTA's
+    const uint4* wr = reinterpret_cast<const uint4*>(w + size_t(row) * in);
     int c = c0 + lane;
     for (; c + 32 * (kUnroll - 1) < c1; c += 32 * kUnroll) {
       uint4 wv[kUnroll];
@@ -176,26 +160,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
   }
 }
 
-// Launches with programmatic stream serialization (pdl.cuh): the product's blocks may start while the kernel before
-// still runs, prefetch their first weight chunks into L2 and wait there for its results.
-template <class... Args>
-void launch_pdl(void (*kernel)(Args...), unsigned grid, cudaStream_t s, Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.stream = s;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  SALA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
-}
-
 template <int N, int RPW>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, cudaStream_t s) {
   const unsigned grid = unsigned((out + kWarps * RPW - 1) / (kWarps * RPW));
-  launch_pdl(f32 ? gemv_kernel<N, true, RPW> : gemv_kernel<N, false, RPW>, grid, s, y, ldy, x, ldx, w, in, out);
+  if (f32)
+    gemv_kernel<N, true, RPW><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+  else
+    gemv_kernel<N, false, RPW><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
 }
 
 template <int N>
@@ -204,7 +175,10 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
   if (rpw == 3) {
     constexpr int kRowsPerCta = kWarps / kSplit;
     const unsigned grid = unsigned((out + kRowsPerCta - 1) / kRowsPerCta);
-    launch_pdl(f32 ? gemv_split_kernel<N, true> : gemv_split_kernel<N, false>, grid, s, y, ldy, x, ldx, w, in, out);
+    if (f32)
+      gemv_split_kernel<N, true><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    else
+      gemv_split_kernel<N, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
   } else if (rpw == 2) {
     launch<N, 2>(y, f32, ldy, x, ldx, w, in, out, s);
   } else {
