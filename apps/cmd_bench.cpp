@@ -186,7 +186,7 @@ void add_bench_commands(CLI::App& app) {
                             {"command", "sala bench --preset " + name + " --device " + a->device + " --lengths " +
                                             a->lengths + " --decode " + std::to_string(a->decode) + " --batch " +
                                             std::to_string(a->batch) + " --chunk " + std::to_string(chunk)},
-                            {"cuda_graphs", !(std::getenv("SALA_CUDA_GRAPHS") && std::string(std::getenv("SALA_CUDA_GRAPHS")) == "0")},
+                            {"cuda_graphs", m.backend().records_graphs()},
                             {"config", name},
                             {"context", L},
                             {"batch", a->batch},

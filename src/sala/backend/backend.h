@@ -186,6 +186,8 @@ class Backend {
   // NaN or +Inf gives -1 (-Inf is a masked token). history: what the repetition penalty sees (the same for all rows).
   // samples() false: the caller samples on the host (CPU: runtime/sampler, the oracle's stream).
   virtual bool samples() const { return false; }
+  // Whether decode steps are recorded and replayed as CUDA graphs (benchmarks report it; SALA_CUDA_GRAPHS=0: no).
+  virtual bool records_graphs() const { return false; }
   virtual void sample(const Act& logits, const SamplingParams& p, uint64_t step, std::span<const int32_t> history,
                       int at);
   virtual void read_tokens(std::vector<int32_t>& out, int n);

@@ -113,9 +113,7 @@ class CudaBackend final : public Backend {
     }
     weight_bytes_ = (at + 255) / 256 * 256;
     mats_.push_back(off);
-    std::string label = "linear ";
-    for (size_t i = 0; i < parts.size(); ++i) label += (i ? "|" : "") + short_name(parts[i].name);
-    mat_labels_.push_back(std::move(label));
+    mat_labels_.push_back(matrix_label(parts));
     return m;
   }
   Vec add_vector(const HostTensor& t) override {
@@ -392,6 +390,7 @@ class CudaBackend final : public Backend {
     SALA_CUDA_CHECK(cudaMemcpyAsync(out.data(), src, state_per_layer_ * 4, cudaMemcpyDeviceToHost, stream_));
     SALA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  bool records_graphs() const override { return graphs_enabled_; }
   void synchronize() override { SALA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   void set_profiling(bool on) override {
     synchronize();
@@ -401,11 +400,7 @@ class CudaBackend final : public Backend {
   std::vector<OpTime> take_profile() override {
     synchronize();
     resolve_profile();
-    std::vector<OpTime> out;
-    for (auto& [op, t] : profile_) out.push_back(t);
-    std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.seconds > b.seconds; });
-    profile_.clear();
-    return out;
+    return profile_.take();
   }
   Peaks measure_peaks() override;
   int64_t memory_in_use() const override {
@@ -451,20 +446,11 @@ class CudaBackend final : public Backend {
     for (Mark& m : marks_) {
       float ms = 0;
       SALA_CUDA_CHECK(cudaEventElapsedTime(&ms, m.a, m.b));
-      OpTime& t = profile_[m.op];
-      t.op = m.op;
-      ++t.calls;
-      t.seconds += double(ms) / 1e3;
+      profile_.add(m.op, double(ms) / 1e3);
       event_pool_.push_back(m.a);
       event_pool_.push_back(m.b);
     }
     marks_.clear();
-  }
-  static std::string short_name(const std::string& n) {  // "model.layers.3.self_attn.q_proj.weight" -> "q_proj"
-    std::string s = n;
-    if (s.size() > 7 && s.ends_with(".weight")) s.resize(s.size() - 7);
-    const size_t dot = s.rfind('.');
-    return dot == std::string::npos ? s : s.substr(dot + 1);
   }
 
   // ---- decode steps as CUDA graphs ----
@@ -569,7 +555,7 @@ class CudaBackend final : public Backend {
   bool profiling_ = false;
   std::vector<Mark> marks_;
   std::vector<cudaEvent_t> event_pool_;
-  std::map<std::string, OpTime> profile_;
+  OpTimes profile_;
   std::vector<std::string> mat_labels_;
   GraphKey graph_key_;
   std::map<GraphKey, Graph> graphs_;

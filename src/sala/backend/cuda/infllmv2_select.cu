@@ -410,18 +410,21 @@ SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int rows_per_cta) {
   p.rows_per_cta = rows_per_cta == kRowsMany ? kRowsMany : kRowsFew;
   p.tiles = row_tiles_upper(N, S, p.rows_per_cta);
   p.max_blocks = (max_ctx + kPageTokens - 1) / kPageTokens;
-  const long long ctas = (long long)p.tiles * Hkv, target = 2LL * sm_count();
-  auto splits = [&](int tiles_max) {
+  const long long ctas = (long long)p.tiles * Hkv;
+  // target CTAs and the most splits: the lse splits keep partials (at most 64, the workspace bound below); the score
+  // splits write their own blocks and only re-read one tile each, so decode rows at long contexts (1M: 1024 K1 tiles
+  // per row) take up to 256 of them, filling the GPU four CTAs deep
+  auto splits = [&](int tiles_max, long long target, long long cap) {
     if (ctas >= target) return 1;
     long long z = (target + ctas - 1) / ctas;
     const long long zmax = tiles_max / 2 > 1 ? tiles_max / 2 : 1;  // at least ~2 tiles per split
     if (z > zmax) z = zmax;
-    if (z > 64) z = 64;
+    if (z > cap) z = cap;
     return int(z);
   };
   const int n2_max = max_ctx >= 128 ? (max_ctx - 128) / 64 + 1 : 0;
-  p.splits_lse = splits((n2_max + 63) / 64);
-  p.splits_score = splits((p.max_blocks + 15) / 16);
+  p.splits_lse = splits((n2_max + 63) / 64, 2LL * sm_count(), 64);
+  p.splits_score = splits((p.max_blocks + 15) / 16, 4LL * sm_count(), 256);
   return p;
 }
 
