@@ -174,8 +174,7 @@ void bench_gemm() {
         const double ms = time_ms(run, reps, 3);
         const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
         static const char* names[] = {"gemm (engine)", "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
-                                      "gemv v1 (sala)", "gemv v2 (sala)", "gemv v3 (sala)", "gemv v4 (sala)",
-                                      "gemv v5 (sala)"};
+                                      "gemv v1 (sala)", "gemv v2 (sala)", "gemv v3 (sala)"};
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
       }
   SALA_CUDA_CHECK(cudaFree(w));

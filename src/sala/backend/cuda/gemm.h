@@ -25,9 +25,8 @@ inline constexpr int kGemvMaxRows = 8;
 // gemv.cu: y (N, out) = x (N, in) · w^T on the CUDA cores, a warp per output row streaming w once (the decode
 // product). y is bf16, or fp32 when f32. Requires gemv_supported (else throws).
 bool gemv_supported(const void* x, int ldx, const void* w, int N, int in);
-// version (kernel lab, gemv.cu): 1 a row per warp, 2 two rows per warp (loads interleaved), 3 four warps per row,
-// 4 / 5 as 3 / 1 with 16 loads a lane in flight.
-inline constexpr int kGemvVersions = 5;
+// version (kernel lab, gemv.cu): 1 a row per warp, 2 two rows per warp (loads interleaved), 3 four warps per row.
+inline constexpr int kGemvVersions = 3;
 void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
           int out, cudaStream_t s, int version = 1);
 

@@ -7,8 +7,7 @@
 // by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
 // by shuffles. No shared memory, no barriers: a warp finishes when its row does. Three versions (kernel lab): v1 a
 // row per warp, v2 two rows per warp with their loads interleaved, v3 four warps per row (split along in, summed in
-// shared memory), v4 / v5 as v3 / v1 with each lane's loads issued 16 at a time (predicated, no serial tail);
-// Gemm's tuning times them all.
+// shared memory); Gemm's tuning times all three.
 #include <cstdint>
 
 #include "sala/backend/cuda/arg_check.h"
@@ -161,80 +160,6 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
   }
 }
 
-// v4 / v5: kSplitW warps per row (4 / 1), and every batch of a lane's chunks issued at once: U = 16 predicated loads
-// in flight per lane (no serial tail loop: a quarter of a 4096-wide row is 4 chunks a lane, one batch).
-template <int N, bool F32, int kSplitW, int U>
-__global__ void __launch_bounds__(kWarps * 32) gemv_batch_kernel(void* __restrict__ y, int ldy,
-                                                                const bf16* __restrict__ x, int ldx,
-                                                                const bf16* __restrict__ w, int in, int out) {
-  constexpr int kRowsPerCta = kWarps / kSplitW;
-  __shared__ float part[kSplitW > 1 ? kWarps : 1][N];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int row = blockIdx.x * kRowsPerCta + warp / kSplitW, q = warp % kSplitW;
-  const int chunks = in / 8;
-  const int c0 = int((long long)chunks * q / kSplitW), c1 = int((long long)chunks * (q + 1) / kSplitW);
-  float acc[N];
-#pragma unroll
-  for (int n = 0; n < N; ++n) acc[n] = 0.f;
-  if (row < out) {  // warp-uniform
-    const uint4* wr = reinterpret_cast<const uint4*>(w + size_t(row) * in);
-    for (int base = c0 + lane; base < c1; base += 32 * U) {
-      uint4 wv[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) wv[u] = base + 32 * u < c1 ? ld_stream(wr + base + 32 * u) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (base + 32 * u < c1) {
-#pragma unroll
-          for (int n = 0; n < N; ++n)
-            acc[n] = dot8(acc[n], wv[u], __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + base + 32 * u));
-        }
-    }
-  }
-#pragma unroll
-  for (int n = 0; n < N; ++n) {
-    float v = acc[n];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    acc[n] = v;
-    if constexpr (kSplitW > 1)
-      if (lane == n) part[warp][n] = v;
-  }
-  if constexpr (kSplitW > 1) {
-    __syncthreads();
-    const int t = threadIdx.x, r = t / N, n = t % N;
-    const int orow = blockIdx.x * kRowsPerCta + r;
-    if (t >= kRowsPerCta * N || orow >= out) return;
-    float v = 0.f;
-#pragma unroll
-    for (int k = 0; k < kSplitW; ++k) v += part[r * kSplitW + k][n];
-    if constexpr (F32)
-      static_cast<float*>(y)[size_t(n) * ldy + orow] = v;
-    else
-      static_cast<bf16*>(y)[size_t(n) * ldy + orow] = __float2bfloat16_rn(v);
-  } else {
-#pragma unroll
-    for (int n = 0; n < N; ++n)
-      if (lane == n && row < out) {
-        if constexpr (F32)
-          static_cast<float*>(y)[size_t(n) * ldy + row] = acc[n];
-        else
-          static_cast<bf16*>(y)[size_t(n) * ldy + row] = __float2bfloat16_rn(acc[n]);
-      }
-  }
-}
-
-template <int N, int kSplitW>
-void launch_batch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out,
-                  cudaStream_t s) {
-  constexpr int kRowsPerCta = kWarps / kSplitW;
-  const unsigned grid = unsigned((out + kRowsPerCta - 1) / kRowsPerCta);
-  if (f32)
-    gemv_batch_kernel<N, true, kSplitW, 16><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
-  else
-    gemv_batch_kernel<N, false, kSplitW, 16><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
-}
-
 template <int N, int RPW>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, cudaStream_t s) {
   const unsigned grid = unsigned((out + kWarps * RPW - 1) / (kWarps * RPW));
@@ -247,11 +172,7 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
 template <int N>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, int rpw,
             cudaStream_t s) {
-  if (rpw == 4) {
-    launch_batch<N, 4>(y, f32, ldy, x, ldx, w, in, out, s);
-  } else if (rpw == 5) {
-    launch_batch<N, 1>(y, f32, ldy, x, ldx, w, in, out, s);
-  } else if (rpw == 3) {
+  if (rpw == 3) {
     constexpr int kRowsPerCta = kWarps / kSplit;
     const unsigned grid = unsigned((out + kRowsPerCta - 1) / kRowsPerCta);
     if (f32)
