@@ -161,13 +161,6 @@ size_t Gemm::cached_plans() const {
   return impl_->plans.size();
 }
 
-size_t Gemm::gemv_plans() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  size_t n = 0;
-  for (const auto& [k, p] : impl_->plans) n += p.gemv != 0;
-  return n;
-}
-
 void Gemm::matmul(__nv_bfloat16* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
                   int out, cudaStream_t s) {
   run(y, false, ldy, x, ldx, w, N, in, out, s);

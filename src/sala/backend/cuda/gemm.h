@@ -46,7 +46,6 @@ class Gemm {
                   cudaStream_t s);
 
   size_t cached_plans() const;  // shapes planned so far (tests)
-  size_t gemv_plans() const;    // of those, the shapes that chose sala's gemv (tests, benches)
 
  private:
   struct Impl;
