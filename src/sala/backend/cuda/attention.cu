@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(AttnParams P) {
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
         const float mnew = fmaxf(row_m[i], mx[i] * P.scale_log2);  // scale > 0: max commutes with it
         base[i] = mnew == kNegInf ? 0.f : mnew;
-        alpha[i] = exp2f(row_m[i] - base[i]);
+        alpha[i] = fast_exp2(row_m[i] - base[i]);
         row_m[i] = mnew;
       }
       float psum[2] = {0.f, 0.f};
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(AttnParams P) {
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = exp2f(fmaf(s[j][e], P.scale_log2, -base[e >> 1]));
+          const float p = fast_exp2(fmaf(s[j][e], P.scale_log2, -base[e >> 1]));
           s[j][e] = p;
           psum[e >> 1] += p;
         }
@@ -488,7 +488,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
         const float mnew = fmaxf(row_m[i], mx[i]);
         base[i] = mnew == kNegInf ? 0.f : mnew;
-        alpha[i] = exp2f(row_m[i] - base[i]);
+        alpha[i] = fast_exp2(row_m[i] - base[i]);
         row_m[i] = mnew;
       }
       float psum[2] = {0.f, 0.f};
@@ -496,7 +496,7 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
       for (int j = 0; j < 2; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = exp2f(s[j][e] - base[e >> 1]);
+          const float p = fast_exp2(s[j][e] - base[e >> 1]);
           s[j][e] = p;
           psum[e >> 1] += p;
         }

@@ -18,6 +18,15 @@ namespace sala::cuda::detail {
 
 constexpr float kNegInf = -__builtin_huge_valf();
 
+// 2^x on the SFU with denormal results flushed to zero: one MUFU.EX2, where exp2f's denormal-preserving form adds a
+// test and two multiplies around it. The softmax terms and stage-1 probabilities it computes are summed against a
+// largest term of 1 (attention) or compared at 1e-3 (block scores), so results below 2^-126 changing to 0 is invisible.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

@@ -173,13 +173,14 @@ __global__ void __launch_bounds__(kRows * 32) stage1_lse_kernel(S1Params P) {
     if (R.n2 > t * 64) {  // warp-uniform
       float s[8][4];
       qk_tile<D>(s, qa, smem_u32(tiles[st]));
+      const bool full = (t + 1) * 64 <= R.n2;  // warp-uniform
       float mx[2] = {kNegInf, kNegInf};
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int w = t * 64 + j * 8 + 2 * tq + (e & 1);
-          const float v = w < R.n2 ? s[j][e] * P.scale_log2 : kNegInf;
+          const float v = full || w < R.n2 ? s[j][e] * P.scale_log2 : kNegInf;
           s[j][e] = v;
           mx[e >> 1] = fmaxf(mx[e >> 1], v);
         }
@@ -188,13 +189,13 @@ __global__ void __launch_bounds__(kRows * 32) stage1_lse_kernel(S1Params P) {
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
         const float mnew = fmaxf(m[i], mx[i]);  // finite: the tile holds at least one visible window
-        l[i] *= exp2f(m[i] - mnew);
+        l[i] *= fast_exp2(m[i] - mnew);
         m[i] = mnew;
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) l[e >> 1] += exp2f(s[j][e] - m[e >> 1]);
+        for (int e = 0; e < 4; ++e) l[e >> 1] += fast_exp2(s[j][e] - m[e >> 1]);
     }
     __syncthreads();
   });
@@ -262,15 +263,16 @@ __global__ void __launch_bounds__(kRows * 32) stage1_score_kernel(S1Params P) {
     if (active) {
       float s[8][4];
       qk_tile<D>(s, qa, smem_u32(tiles[st]));
+      const bool full = (t + 1) * 64 <= R.n1;  // warp-uniform: every window of the tile visible (all but the last)
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int w = t * 64 + j * 8 + 2 * tq + e;
           float v = 0.f;
-          if (w < R.n1) {
-            if (R.hvalid[0]) v += exp2f(s[j][e] * P.scale_log2 - lse2[0]);
-            if (R.hvalid[1]) v += exp2f(s[j][e + 2] * P.scale_log2 - lse2[1]);
+          if (full || w < R.n1) {
+            if (R.hvalid[0]) v += fast_exp2(s[j][e] * P.scale_log2 - lse2[0]);
+            if (R.hvalid[1]) v += fast_exp2(s[j][e + 2] * P.scale_log2 - lse2[1]);
           }
           v += __shfl_xor_sync(0xffffffffu, v, 4);
           v += __shfl_xor_sync(0xffffffffu, v, 8);
