@@ -5,9 +5,10 @@
 // each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
 // load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
 // by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
-// by shuffles. No shared memory, no barriers: a warp finishes when its row does. Three versions (kernel lab): v1 a
-// row per warp, v2 two rows per warp with their loads interleaved, v3 four warps per row (split along in, summed in
-// shared memory); Gemm's tuning times all three.
+// by shuffles. Three versions (kernel lab): v1 a row per warp, v2 two rows per warp with their loads interleaved
+// (both without shared memory or barriers: a warp finishes when its rows do), v3 four warps per row (split along in,
+// summed in shared memory); Gemm's tuning times all three. Tried and slower (bench/results, 2026-12-01): 16 loads a
+// lane in flight; a programmatic dependent launch prefetching the weights.
 #include <cstdint>
 
 #include "sala/backend/cuda/arg_check.h"
