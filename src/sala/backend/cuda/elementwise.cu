@@ -142,9 +142,9 @@ constexpr int kMaxPairsPerLane = 4;  // D <= 256
 
 // head_blocks blocks per row (several for decode-sized steps, whose one block per row would walk 64 heads with 8
 // warps one after another): each computes the row's cos/sin (half of them) into shared memory, then each warp takes
-// whole heads. Lane l owns
-// the rotate-half pairs (p, p + half) for p in {V l + 32 V m + e : e < V} (V = 2: bf16x2 accesses, when D % 4 == 0
-// and the rows are 4-byte aligned; V = 1 otherwise), held in registers between the norm and the rotation.
+// whole heads. Lane l owns the rotate-half pairs (p, p + half) for p in {V l + 32 V m + e : e < V} (V = 2: bf16x2
+// accesses, when D % 4 == 0 and the rows are 4-byte aligned; V = 1 otherwise), held in registers between the norm and
+// the rotation.
 template <int V>
 __global__ void __launch_bounds__(kRopeThreads)
     qk_norm_rope_kernel(bf16* __restrict__ x, int ld, int q_off, int Hq, int k_off, int Hkv, int D,
