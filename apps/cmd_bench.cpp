@@ -99,7 +99,9 @@ void add_bench_commands(CLI::App& app) {
     const double build_s = since(t0);
     const Peaks peaks = m.backend().measure_peaks();
     CachePlan plan;
-    plan.max_seqs = a->batch + 1;  // + the prefilled sequence the batch is cloned from
+    // batch 1 decodes the prefilled sequence itself, so peak memory is that of one sequence (weights + its cache); a
+    // batch is cloned from the prefilled one, which stays
+    plan.max_seqs = a->batch == 1 ? 1 : a->batch + 1;
     plan.max_tokens = max_len;
     plan.total_tokens = max_len * plan.max_seqs;
     plan.max_step_rows = std::max(chunk, a->batch);
@@ -131,9 +133,12 @@ void add_bench_commands(CLI::App& app) {
       int32_t tok = argmax(logits);
       const double ttft = since(tp);
       const auto prof_prefill = m.backend().take_profile();
-      // decode: B copies of the prefilled sequence, one token each per step
+      // decode: the prefilled sequence itself (batch 1), else B copies of it, one token each per step
       std::vector<SequenceState> seqs;
-      for (int64_t b = 0; b < a->batch; ++b) seqs.push_back(m.clone_state(st));
+      if (a->batch == 1)
+        seqs.push_back(std::move(st));
+      else
+        for (int64_t b = 0; b < a->batch; ++b) seqs.push_back(m.clone_state(st));
       std::vector<std::vector<float>> out(size_t(a->batch));
       std::vector<std::vector<int32_t>> next(size_t(a->batch), std::vector<int32_t>{tok});
       std::vector<Model::Item> items(size_t(a->batch));

@@ -215,16 +215,22 @@ int main() {
     void* w = ws ? dev_alloc<uint8_t>(ws) : nullptr;
     const double flops = 4.0 * double(T) * T * D * Hq / 2;
     const double bytes = double(T) * (2.0 * Hq * D * 2 + kv_bytes_per_key);
-    for (int warps : {0, 4}) {  // automatic choice (8 warps here), then 4 forced
+    // kernel lab: v1 (mma.sync) and v2 (wgmma) at the automatic CTA size (8 warps here) and 4 forced, then the
+    // launcher's choice
+    for (auto [version, warps] :
+         {std::pair{1, 0}, std::pair{1, 4}, std::pair{2, 0}, std::pair{2, 4}, std::pair{0, 0}}) {
+      cuda::attention_version_override(version);
       cuda::attention_warps_override(warps);
       const double ms = median_ms([&] {
         cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, nullptr, 0, scale, T, s.rows(false),
                         w, nullptr);
       }, 5);
-      report(warps ? "attn dense 4w" : "attention dense", "prefill " + std::to_string(T / 1024) + "K", ms, flops,
-             bytes);
+      const std::string name = version == 0 ? "attention dense"
+                                            : "attn dense v" + std::to_string(version) + (warps ? " 4w" : "");
+      report(name, "prefill " + std::to_string(T / 1024) + "K", ms, flops, bytes);
     }
     cuda::attention_warps_override(0);
+    cuda::attention_version_override(0);
   }
 
   for (int T : {32768, 131072}) {  // selection + sparse prefill, then decode rows at the end of the 128K context
@@ -238,32 +244,38 @@ int main() {
     void* sw = dev_alloc<uint8_t>(sws);
     double windows = 0;
     for (int p = 0; p < T; ++p) windows += visible(p, T, 16) + visible(p, T, 64);
-    // kernel lab: stage 1 with CTAs of 4 rows (v1) and 16 rows (v2) beside the launcher's choice; the last run (the
-    // choice) leaves the idx lists the sparse attention below reads. Each version is checked against the CPU by
-    // tests/cuda (CudaInfllmv2Select.*).
-    for (int rows_per_cta : {4, 16, 0}) {
+    // kernel lab: stage 1 with CTAs of 4 rows (v1, v3) and 16 rows (v2, v4), on mma.sync (v1, v2) and wgmma (v3, v4),
+    // beside the launcher's choice; the last run (the choice) leaves the idx lists the sparse attention below reads.
+    // Each version is checked against the CPU by tests/cuda (CudaInfllmv2Select.*).
+    for (int version : {1, 2, 3, 4, 0}) {
       cuda::SelectArgs sv = sa;
-      sv.rows_per_cta = rows_per_cta;
+      sv.stage1_version = version;
       const double ms_sel = median_ms([&] {
         cuda::infllmv2_select(idx, s.x, int(s.ld), 0, Hq, Hkv, D, s.k1, s.k2, sv, T, s.rows(true), sw, nullptr);
       }, 3);
-      report(rows_per_cta == 4 ? "select v1 (4 rows)" : rows_per_cta == 16 ? "select v2 (16 rows)" : "infllmv2_select",
+      const char* names[] = {"infllmv2_select", "select v1 (4 mma)", "select v2 (16 mma)", "select v3 (4 wg)",
+                             "select v4 (16 wg)"};
+      report(names[version],
              "prefill " + std::to_string(T / 1024) + "K", ms_sel, 2.0 * D * Hq * windows,
              double(T) * Hq * D * 2 + double(T) * Hkv * 4 * (T / 64 / 2));
     }
     const size_t aws = cuda::attention_workspace_bytes(T, 1, Hq, Hkv, D, T);
     void* aw = aws ? dev_alloc<uint8_t>(aws) : nullptr;
     const double keys = sparse_keys(idx, T, 0, K);
-    for (int warps : {0, 4, 8}) {  // automatic choice, then each CTA size forced
+    for (auto [version, warps] :
+         {std::pair{1, 4}, std::pair{1, 8}, std::pair{2, 4}, std::pair{2, 8}, std::pair{0, 0}}) {
+      cuda::attention_version_override(version);  // v1 / v2 at each CTA size, then the launcher's choice
       cuda::attention_warps_override(warps);
       const double ms_sp = median_ms([&] {
         cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, idx, K, scale, T, s.rows(true), aw,
                         nullptr);
       }, 3);
-      report(warps ? "attn sparse " + std::to_string(warps) + "w" : std::string("attention sparse"),
+      report(version ? "attn sparse v" + std::to_string(version) + " " + std::to_string(warps) + "w"
+                     : std::string("attention sparse"),
              "prefill " + std::to_string(T / 1024) + "K", ms_sp, 4.0 * D * keys, double(T) * (2.0 * Hq * D * 2));
     }
     cuda::attention_warps_override(0);
+    cuda::attention_version_override(0);
     {
       // How much of a tile's K/V traffic its rows share: the mean union of the lists of 8 consecutive rows (the
       // 8-warp tile's rows), against 8 x the mean list. Random weights select nearly independent blocks per row
@@ -291,12 +303,16 @@ int main() {
           std::copy_n(h.begin() + size_t(r - r % 8) * Hkv * K, size_t(Hkv) * K, h.begin() + size_t(r) * Hkv * K);
       int32_t* shared_idx = dev_alloc<int32_t>(h.size());
       SALA_CUDA_CHECK(cudaMemcpy(shared_idx, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
-      const double ms_sh = median_ms([&] {
-        cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, shared_idx, K, scale, T, s.rows(true),
-                        aw, nullptr);
-      }, 3);
-      report("attn sparse 8-shared", "prefill " + std::to_string(T / 1024) + "K", ms_sh,
-             4.0 * D * sparse_keys(shared_idx, T, 0, K), double(T) * (2.0 * Hq * D * 2));
+      for (int version : {1, 2}) {
+        cuda::attention_version_override(version);
+        const double ms_sh = median_ms([&] {
+          cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, shared_idx, K, scale, T,
+                          s.rows(true), aw, nullptr);
+        }, 3);
+        report("sparse 8-shared v" + std::to_string(version), "prefill " + std::to_string(T / 1024) + "K", ms_sh,
+               4.0 * D * sparse_keys(shared_idx, T, 0, K), double(T) * (2.0 * Hq * D * 2));
+      }
+      cuda::attention_version_override(0);
       SALA_CUDA_CHECK(cudaFree(shared_idx));
     }
     if (T == 131072) {

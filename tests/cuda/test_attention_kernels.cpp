@@ -28,6 +28,7 @@
 
 #include "sala/backend/cpu/attention.h"
 #include "sala/backend/cpu/infllmv2.h"
+#include "sala/backend/cuda/attention_tuning.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
 #include "sala/core/dtype.h"
@@ -590,13 +591,13 @@ TEST(CudaInfllmv2Select, SalaShapeOffByOneChunksAndDecode) {
       {63, 1, 1, true},        // T = 1 at 63
       {1087, 3, 1090, true},   // crosses a page boundary inside the step (1087 -> 1089)
   };
-  for (int rows_per_cta : {4, 16}) {  // both stage-1 CTA heights
+  for (int v : {1, 2, 3, 4}) {  // every stage-1 version (CTA heights 4 and 16, mma.sync and wgmma)
     cuda::SelectArgs a = small_select(D);
-    a.rows_per_cta = rows_per_cta;
+    a.stage1_version = v;
     const auto st = run_select_case(Hq, Hkv, D, a, seqs, 21);
     EXPECT_GT(st.rows, 2000);
     RecordProperty("flips", st.flips);
-    std::printf("select (%d rows per CTA): %d rows, %d near-tie flips\n", rows_per_cta, st.rows, st.flips);
+    std::printf("select v%d: %d rows, %d near-tie flips\n", v, st.rows, st.flips);
   }
 }
 
@@ -675,48 +676,53 @@ void run_attention_case(int Hq, int Hkv, int D, const std::vector<SeqCase>& seqs
   }
   Dev<int32_t> d_idx(idx);
   const int ldo = Hq * D + 8;
-  Dev<uint16_t> d_o(size_t(N) * ldo);
-  d_o.fill(kPoisonBf16);
-  const float scale = 1.0f / std::sqrt(float(D));
-  const size_t aws = cuda::attention_workspace_bytes(N, st.S, Hq, Hkv, D, st.max_ctx);
-  Dev<uint8_t> d_aws(aws);
-  cuda::attention(bfp(d_o), ldo, bfp(st.d_x), st.ld, st.q_off, Hq, Hkv, D, bfp(c.kp), bfp(c.vp),
-                  any_sparse ? d_idx.p : nullptr, K, scale, st.max_ctx, st.rows, aws ? d_aws.p : nullptr, nullptr);
-  SALA_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto o = d_o.get();
-  for (int s = 0; s < st.S; ++s) {
-    const auto& sc = seqs[size_t(s)];
-    const int row0 = st.cu[size_t(s)];
-    const auto q = st.q_of(s, D);
-    std::vector<float> want(q.size());
-    if (sc.sparse) {
-      std::vector<int32_t> ic(size_t(Hkv) * sc.n * K);
-      for (int g = 0; g < Hkv; ++g)
-        for (int t = 0; t < sc.n; ++t)
-          std::copy_n(idx.begin() + (size_t(row0 + t) * Hkv + g) * K, K, ic.begin() + (size_t(g) * sc.n + t) * K);
-      cpu::attention_block_sparse(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), ic.data(), K, 64,
-                                  sc.n, sc.ctx_before, Hq, Hkv, D, scale);
-    } else {
-      cpu::attention_causal(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), sc.n, sc.ctx_before,
-                            Hq, Hkv, D, scale);
-    }
-    std::vector<float> got(want.size());
-    int unwritten = 0;
-    for (int t = 0; t < sc.n; ++t)
-      for (int e = 0; e < Hq * D; ++e) {
-        const uint16_t h = o[size_t(row0 + t) * ldo + e];
-        unwritten += is_nan_bf(h);
-        got[size_t(t) * Hq * D + e] = bf(h);
+  // both versions of the tiled kernel (v1 mma.sync, v2 wgmma); steps of one row per sequence take the decode kernel
+  for (int version : {1, 2}) {
+    cuda::attention_version_override(version);
+    Dev<uint16_t> d_o(size_t(N) * ldo);
+    d_o.fill(kPoisonBf16);
+    const float scale = 1.0f / std::sqrt(float(D));
+    const size_t aws = cuda::attention_workspace_bytes(N, st.S, Hq, Hkv, D, st.max_ctx);
+    Dev<uint8_t> d_aws(aws);
+    cuda::attention(bfp(d_o), ldo, bfp(st.d_x), st.ld, st.q_off, Hq, Hkv, D, bfp(c.kp), bfp(c.vp),
+                    any_sparse ? d_idx.p : nullptr, K, scale, st.max_ctx, st.rows, aws ? d_aws.p : nullptr, nullptr);
+    SALA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto o = d_o.get();
+    for (int s = 0; s < st.S; ++s) {
+      const auto& sc = seqs[size_t(s)];
+      const int row0 = st.cu[size_t(s)];
+      const auto q = st.q_of(s, D);
+      std::vector<float> want(q.size());
+      if (sc.sparse) {
+        std::vector<int32_t> ic(size_t(Hkv) * sc.n * K);
+        for (int g = 0; g < Hkv; ++g)
+          for (int t = 0; t < sc.n; ++t)
+            std::copy_n(idx.begin() + (size_t(row0 + t) * Hkv + g) * K, K, ic.begin() + (size_t(g) * sc.n + t) * K);
+        cpu::attention_block_sparse(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), ic.data(), K,
+                                    64, sc.n, sc.ctx_before, Hq, Hkv, D, scale);
+      } else {
+        cpu::attention_causal(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), sc.n, sc.ctx_before,
+                              Hq, Hkv, D, scale);
       }
-    EXPECT_EQ(unwritten, 0) << "seq " << s;
-    EXPECT_LE(test::rel_max_err(got, want), tol)
-        << "Hq " << Hq << " Hkv " << Hkv << " D " << D << " seq " << s << " (" << sc.ctx_before << " + " << sc.n
-        << (sc.sparse ? ", sparse)" : ", dense)");
+      std::vector<float> got(want.size());
+      int unwritten = 0;
+      for (int t = 0; t < sc.n; ++t)
+        for (int e = 0; e < Hq * D; ++e) {
+          const uint16_t h = o[size_t(row0 + t) * ldo + e];
+          unwritten += is_nan_bf(h);
+          got[size_t(t) * Hq * D + e] = bf(h);
+        }
+      EXPECT_EQ(unwritten, 0) << "seq " << s;
+      EXPECT_LE(test::rel_max_err(got, want), tol)
+          << "Hq " << Hq << " Hkv " << Hkv << " D " << D << " seq " << s << " (" << sc.ctx_before << " + " << sc.n
+          << (sc.sparse ? ", sparse)" : ", dense)") << " v" << version;
+    }
+    int stray = 0;  // the row padding past Hq * D is never written
+    for (int r = 0; r < N; ++r)
+      for (int e = Hq * D; e < ldo; ++e) stray += o[size_t(r) * ldo + e] != kPoisonBf16;
+    EXPECT_EQ(stray, 0);
   }
-  int stray = 0;  // the row padding past Hq * D is never written
-  for (int r = 0; r < N; ++r)
-    for (int e = Hq * D; e < ldo; ++e) stray += o[size_t(r) * ldo + e] != kPoisonBf16;
-  EXPECT_EQ(stray, 0);
+  cuda::attention_version_override(0);
 }
 
 }  // namespace

@@ -72,10 +72,14 @@ __device__ __forceinline__ uint32_t ld_pair(const bf16* p, bool valid) {
   return valid ? *reinterpret_cast<const uint32_t*>(p) : 0u;
 }
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of rows D bf16 wide.
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled 64-row tile of rows D bf16 wide: the tile is cut
+// into D / 64 column panels of 64 x 128 bytes (8 KB), and in each panel chunk c of row r sits at c ^ (r & 7). This
+// is the canonical 128-byte-swizzled layout of wgmma's shared-memory operands (K-major for K tiles, N-major for V
+// tiles; panel bases 1024-byte aligned), and ldmatrix reads it without bank conflicts.
 template <int D>
 __device__ __forceinline__ uint32_t tile_off(int row, int chunk) {
-  return uint32_t(row * (D * 2) + ((chunk ^ (row & 7)) << 4));
+  static_assert(D % 64 == 0, "tiles are made of 64-column panels");
+  return uint32_t((chunk >> 3) * (kPageTokens * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
 }
 
 // Bytes of one 64-row key (or value) tile of head size D.
@@ -115,10 +119,15 @@ __device__ __forceinline__ void load_kv_page(uint32_t kdst, const bf16* ksrc, co
   cp_async_commit();
 }
 
+// Orders this thread's completed cp.async writes to shared memory (generic proxy) before reads by the async proxy
+// (wgmma operands); must come before the barrier that publishes them.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
 // Tiles [begin, end) through two shared-memory stages: load(t, stage) issues tile t's copies (one commit group);
 // body(t, stage) runs once tile t has landed and every thread has passed the barrier. The body must end with a barrier
 // of its own before its stage is refilled by the next load.
-template <class Load, class Body>
+// kAsyncReads: the body reads the stage through wgmma (each thread fences its copies into the async proxy).
+template <bool kAsyncReads = false, class Load, class Body>
 __device__ __forceinline__ void pipeline2(int begin, int end, Load&& load, Body&& body) {
   if (begin < end) load(begin, 0);
   for (int t = begin; t < end; ++t) {
@@ -129,6 +138,7 @@ __device__ __forceinline__ void pipeline2(int begin, int end, Load&& load, Body&
     } else {
       cp_async_wait<0>();
     }
+    if constexpr (kAsyncReads) fence_proxy_async();
     __syncthreads();
     body(t, st);
   }

@@ -3,7 +3,8 @@
 // max-pooling over K1 windows 4b-1 .. 4b+3 clipped to the existing windows, init + local blocks forced, top-k with
 // ties to the lower block, ascending, -1 padded, only blocks <= the row's own).
 //
-// Three kernels, on the tensor cores where the FLOPs are (mma.sync m16n8k16 bf16 -> fp32):
+// Three kernels, on the tensor cores where the FLOPs are (wgmma m64n64k16 for a 4-warp CTA = one warpgroup by default;
+// mma.sync m16n8k16 per warp in versions 1-2; bf16 -> fp32):
 //   lse:    CTA = (4-row tile of one sequence, kv head, K2 split); warp w takes row w with its group's query heads as
 //           the 16 matrix rows (padded when the group is smaller); K2 windows, 64 per tile, are gathered from their
 //           pages by cp.async (two stages); per (row, head) an online max / sum of 2^(s log2e q.K2) over the visible
@@ -28,6 +29,7 @@
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
 #include "sala/backend/cuda/util.h"
+#include "sala/backend/cuda/wgmma.cuh"
 
 namespace sala::cuda {
 
@@ -35,10 +37,10 @@ namespace {
 
 using namespace detail;
 
-// Rows per stage-1 CTA, one per warp (kernel lab: v1 = 4, v2 = 16). Every row of a CTA shares each K1/K2 tile it
-// loads, so 16 rows cut the L2 traffic to a quarter, but on the H200 v2 measured 7% slower than v1 at 32K and 128K
-// (bench_attention): the kernels are bound by issue and latency (exp2, shuffles, the MMA chains), not by L2. The
-// launcher takes v1; SelectArgs::rows_per_cta forces either.
+// Rows per stage-1 CTA, one per warp (kernel lab: v1/v3 = 4, v2/v4 = 16). Every row of a CTA shares each K1/K2 tile
+// it loads, so 16 rows cut the L2 traffic to a quarter, but on the H200 v2 measured 7% slower than v1 at 32K and
+// 128K (bench_attention): the kernels are bound by issue and latency (exp2, shuffles, the MMA chains), not by L2.
+// SelectArgs::stage1_version forces a version.
 constexpr int kRowsFew = 4, kRowsMany = 16;
 constexpr int kTopkThreads = 512;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -88,6 +90,19 @@ __device__ __forceinline__ void qk_tile(float (&s)[8][4], const uint32_t (&qa)[D
       mma_bf16(s[2 * np], qa[ks], b0, b1);
       mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
     }
+}
+
+// The same product on wgmma: every warp of the warpgroup calls it (its 16 rows are the warpgroup's rows 16 w ..),
+// whether or not its own rows need the tile. s must hold initialised values (they are overwritten).
+template <int D>
+__device__ __forceinline__ void qk_tile_wg(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t kb) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+    wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * 8192 + (ks & 3) * 32), ks > 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  wgmma_touch(s);
 }
 
 // Finds the CTA's tile; false (for the whole CTA) when past the end or the sequence is dense.
@@ -140,10 +155,13 @@ __device__ __forceinline__ int cta_max(int v, int* red) {
   return m;
 }
 
-template <int D, int kRows>
-__global__ void __launch_bounds__(kRows * 32) stage1_lse_kernel(S1Params P) {
+#ifndef SALA_S1_WG_MINB
+#define SALA_S1_WG_MINB 1  // CTAs per SM that v3's register cap aims at (1: no cap; experiments override)
+#endif
+template <int D, int kRows, bool kWg>
+__global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MINB : 1) stage1_lse_kernel(S1Params P) {
   constexpr int kS1Threads = kRows * 32;
-  __shared__ __align__(128) uint8_t tiles[2][kPageTokens * D * 2];
+  __shared__ __align__(1024) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ int red[kRows];
   RowTile tile;
   S1Row R;
@@ -169,10 +187,13 @@ __global__ void __launch_bounds__(kRows * 32) stage1_lse_kernel(S1Params P) {
     }
     cp_async_commit();
   };
-  pipeline2(t_begin, t_end, load, [&](int t, int st) {
+  float s[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  pipeline2<kWg>(t_begin, t_end, load, [&](int t, int st) {
+    if constexpr (kWg) qk_tile_wg<D>(s, qa, smem_u32(tiles[st]));
     if (R.n2 > t * 64) {  // warp-uniform
-      float s[8][4];
-      qk_tile<D>(s, qa, smem_u32(tiles[st]));
+      if constexpr (!kWg) qk_tile<D>(s, qa, smem_u32(tiles[st]));
       const bool full = (t + 1) * 64 <= R.n2;  // warp-uniform
       float mx[2] = {kNegInf, kNegInf};
 #pragma unroll
@@ -208,10 +229,12 @@ __global__ void __launch_bounds__(kRows * 32) stage1_lse_kernel(S1Params P) {
   }
 }
 
-template <int D, int kRows>
-__global__ void __launch_bounds__(kRows * 32) stage1_score_kernel(S1Params P) {
+// kWg (v3, v4): the product on wgmma, and the head sum as a reduce-scatter over the 8 lanes that share a column
+// pair (14 shuffles where the butterfly all-reduce takes 48), leaving each lane two finished window sums.
+template <int D, int kRows, bool kWg>
+__global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MINB : 1) stage1_score_kernel(S1Params P) {
   constexpr int kS1Threads = kRows * 32;
-  __shared__ __align__(128) uint8_t tiles[2][kPageTokens * D * 2];
+  __shared__ __align__(1024) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ float cs[kRows][65];  // [0] = last window of the previous tile, [1 + i] = window 64 t + i
   __shared__ int red[kRows];
   RowTile tile;
@@ -257,42 +280,82 @@ __global__ void __launch_bounds__(kRows * 32) stage1_score_kernel(S1Params P) {
     }
     cp_async_commit();
   };
-  pipeline2(t_begin, t_end, load, [&](int t, int st) {
+  float s[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  pipeline2<kWg>(t_begin, t_end, load, [&](int t, int st) {
     const bool active = R.n2 > 0 && R.n1 > t * 64;  // warp-uniform
-    float colsum[8][2];
+    if constexpr (kWg) qk_tile_wg<D>(s, qa, smem_u32(tiles[st]));
+    // v[j][e]: the thread's two heads' probabilities of window 64 t + 8 j + 2 tq + e
+    float v[8][2];
     if (active) {
-      float s[8][4];
-      qk_tile<D>(s, qa, smem_u32(tiles[st]));
+      if constexpr (!kWg) qk_tile<D>(s, qa, smem_u32(tiles[st]));
       const bool full = (t + 1) * 64 <= R.n1;  // warp-uniform: every window of the tile visible (all but the last)
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int w = t * 64 + j * 8 + 2 * tq + e;
-          float v = 0.f;
+          float x = 0.f;
           if (full || w < R.n1) {
-            if (R.hvalid[0]) v += fast_exp2(s[j][e] * P.scale_log2 - lse2[0]);
-            if (R.hvalid[1]) v += fast_exp2(s[j][e + 2] * P.scale_log2 - lse2[1]);
+            if (R.hvalid[0]) x += fast_exp2(s[j][e] * P.scale_log2 - lse2[0]);
+            if (R.hvalid[1]) x += fast_exp2(s[j][e + 2] * P.scale_log2 - lse2[1]);
           }
-          v += __shfl_xor_sync(0xffffffffu, v, 4);
-          v += __shfl_xor_sync(0xffffffffu, v, 8);
-          v += __shfl_xor_sync(0xffffffffu, v, 16);
-          colsum[j][e] = v;
+          v[j][e] = x;
         }
     } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) colsum[j][0] = colsum[j][1] = 0.f;
+      for (int j = 0; j < 8; ++j) v[j][0] = v[j][1] = 0.f;
     }
-    if (lane < 4) {
+    if constexpr (kWg) {
+      // sum over the 8 lanes of a column pair (lane bits 2-4), each step halving what a lane holds: after it, lane
+      // (gq, tq) holds windows 64 t + 8 gq + 2 tq + {0, 1}
+      float a8[8], a4[4], a2[2];
+      bool up = (lane & 16) != 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float send = up ? v[i >> 1][i & 1] : v[4 + (i >> 1)][i & 1];
+        const float keep = up ? v[4 + (i >> 1)][i & 1] : v[i >> 1][i & 1];
+        a8[i] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+      }
+      up = (lane & 8) != 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        a4[i] = (up ? a8[i + 4] : a8[i]) + __shfl_xor_sync(0xffffffffu, up ? a8[i] : a8[i + 4], 8);
+      up = (lane & 4) != 0;
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        a2[i] = (up ? a4[i + 2] : a4[i]) + __shfl_xor_sync(0xffffffffu, up ? a4[i] : a4[i + 2], 4);
+      const int gq = lane >> 2;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int w = t * 64 + gq * 8 + 2 * tq + e;
+        float x = a2[e];
+        if (x != x) x = 0.f;  // the reference zeroes NaN stage-1 scores
+        cs[warp][1 + gq * 8 + 2 * tq + e] = w < n1_tot ? x : kNegInf;
+      }
+    } else {
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int w = t * 64 + j * 8 + 2 * tq + e;
-          float v = colsum[j][e];
-          if (v != v) v = 0.f;  // the reference zeroes NaN stage-1 scores
-          cs[warp][1 + j * 8 + 2 * tq + e] = w < n1_tot ? v : kNegInf;
+          float x = v[j][e];
+          x += __shfl_xor_sync(0xffffffffu, x, 4);
+          x += __shfl_xor_sync(0xffffffffu, x, 8);
+          x += __shfl_xor_sync(0xffffffffu, x, 16);
+          v[j][e] = x;
         }
+      if (lane < 4) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int w = t * 64 + j * 8 + 2 * tq + e;
+            float x = v[j][e];
+            if (x != x) x = 0.f;  // the reference zeroes NaN stage-1 scores
+            cs[warp][1 + j * 8 + 2 * tq + e] = w < n1_tot ? x : kNegInf;
+          }
+      }
     }
     __syncwarp();
     if (t >= t_first && R.valid && lane < 16) {
@@ -404,12 +467,17 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int32_t* __restrict_
 }
 
 struct SelectPlan {
-  int rows_per_cta, tiles, max_blocks, splits_lse, splits_score;
+  int version, rows_per_cta, tiles, max_blocks, splits_lse, splits_score;
 };
 
-SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int rows_per_cta) {
+// Stage-1 versions (kernel lab): v1 4-row CTAs on mma.sync, v2 16-row CTAs on mma.sync, v3 4-row CTAs on wgmma
+// (one warpgroup), v4 16-row CTAs on wgmma (four warpgroups sharing each tile).
+constexpr int kStage1Default = 3;
+
+SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int version) {
   SelectPlan p{};
-  p.rows_per_cta = rows_per_cta == kRowsMany ? kRowsMany : kRowsFew;
+  p.version = version >= 1 && version <= 4 ? version : kStage1Default;
+  p.rows_per_cta = p.version % 2 == 0 ? kRowsMany : kRowsFew;
   p.tiles = row_tiles_upper(N, S, p.rows_per_cta);
   p.max_blocks = (max_ctx + kPageTokens - 1) / kPageTokens;
   const long long ctas = (long long)p.tiles * Hkv;
@@ -430,20 +498,22 @@ SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int rows_per_cta) {
   return p;
 }
 
-template <int D, int kRows>
+template <int D, int kRows, bool kWg>
 void launch_stage1(const S1Params& prm, const SelectPlan& pl, cudaStream_t s) {
-  stage1_lse_kernel<D, kRows><<<dim3(pl.tiles, prm.Hkv, pl.splits_lse), kRows * 32, 0, s>>>(prm);
+  stage1_lse_kernel<D, kRows, kWg><<<dim3(pl.tiles, prm.Hkv, pl.splits_lse), kRows * 32, 0, s>>>(prm);
   SALA_CUDA_CHECK_LAUNCH();
-  stage1_score_kernel<D, kRows><<<dim3(pl.tiles, prm.Hkv, pl.splits_score), kRows * 32, 0, s>>>(prm);
+  stage1_score_kernel<D, kRows, kWg><<<dim3(pl.tiles, prm.Hkv, pl.splits_score), kRows * 32, 0, s>>>(prm);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
 template <int D>
 void launch_select(const S1Params& prm, const SelectPlan& pl, int32_t* idx, const SelectArgs& a, cudaStream_t s) {
-  if (pl.rows_per_cta == kRowsMany)
-    launch_stage1<D, kRowsMany>(prm, pl, s);
-  else
-    launch_stage1<D, kRowsFew>(prm, pl, s);
+  switch (pl.version) {
+    case 1: launch_stage1<D, kRowsFew, false>(prm, pl, s); break;
+    case 2: launch_stage1<D, kRowsMany, false>(prm, pl, s); break;
+    case 3: launch_stage1<D, kRowsFew, true>(prm, pl, s); break;
+    default: launch_stage1<D, kRowsMany, true>(prm, pl, s); break;
+  }
   topk_kernel<<<dim3(prm.rows.N, prm.Hkv), kTopkThreads, 0, s>>>(idx, prm.blk, pl.max_blocks, a.topk_total,
                                                                  a.local_blocks, a.init_blocks, prm.Hkv, prm.rows);
   SALA_CUDA_CHECK_LAUNCH();
@@ -481,7 +551,7 @@ void infllmv2_select(int32_t* idx, const bf16* x, int ld, int q_off, int Hq, int
   SALA_CUDA_REQUIRE(workspace != nullptr && reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "infllmv2_select");
   SALA_CUDA_REQUIRE(k1 != nullptr && k2 != nullptr, "infllmv2_select");
   if (rows.N == 0) return;
-  const SelectPlan pl = plan_select(rows.N, rows.S, Hkv, max_ctx, a.rows_per_cta);
+  const SelectPlan pl = plan_select(rows.N, rows.S, Hkv, max_ctx, a.stage1_version);
   S1Params prm{};
   prm.x = x;
   prm.ld = ld;

@@ -101,7 +101,9 @@ struct SelectArgs {
   int block = 64, stride = 16;       // K2 stride = 4 stride
   int topk_total = 96, local_blocks = 32, init_blocks = 1;
   float scale = 0;                   // 1/sqrt(D)
-  int rows_per_cta = 0;              // stage-1 CTA height, 4 or 16 (tests, the kernel lab); 0: the launcher's choice
+  // stage-1 kernel version (tests, the kernel lab): 1 / 2 mma.sync with 4- / 16-row CTAs, 3 / 4 the same on wgmma;
+  // 0: the launcher's choice
+  int stage1_version = 0;
 };
 // InfLLM-V2 block selection for the rows of sparse sequences (others are left untouched): stage-1 scores of each
 // query head against the visible K1 windows with the K2 log-sum-exp (stage1_visible_windows, the §4.9 rules), summed
