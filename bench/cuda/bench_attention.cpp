@@ -215,18 +215,18 @@ int main() {
     void* w = ws ? dev_alloc<uint8_t>(ws) : nullptr;
     const double flops = 4.0 * double(T) * T * D * Hq / 2;
     const double bytes = double(T) * (2.0 * Hq * D * 2 + kv_bytes_per_key);
-    // kernel lab: v1 (mma.sync) and v2 (wgmma) at the automatic CTA size (8 warps here) and 4 forced, then the
+    // kernel lab: v1 (mma.sync) and v2 (wgmma) at 8 and 4 warps, v3 (paired warpgroups, 8 warps), then the
     // launcher's choice
     for (auto [version, warps] :
-         {std::pair{1, 0}, std::pair{1, 4}, std::pair{2, 0}, std::pair{2, 4}, std::pair{0, 0}}) {
+         {std::pair{1, 8}, std::pair{1, 4}, std::pair{2, 8}, std::pair{2, 4}, std::pair{3, 8}, std::pair{0, 0}}) {
       cuda::attention_version_override(version);
       cuda::attention_warps_override(warps);
       const double ms = median_ms([&] {
         cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, nullptr, 0, scale, T, s.rows(false),
                         w, nullptr);
       }, 5);
-      const std::string name = version == 0 ? "attention dense"
-                                            : "attn dense v" + std::to_string(version) + (warps ? " 4w" : "");
+      const std::string name =
+          version == 0 ? "attention dense" : "attn dense v" + std::to_string(version) + " " + std::to_string(warps) + "w";
       report(name, "prefill " + std::to_string(T / 1024) + "K", ms, flops, bytes);
     }
     cuda::attention_warps_override(0);
@@ -263,8 +263,8 @@ int main() {
     void* aw = aws ? dev_alloc<uint8_t>(aws) : nullptr;
     const double keys = sparse_keys(idx, T, 0, K);
     for (auto [version, warps] :
-         {std::pair{1, 4}, std::pair{1, 8}, std::pair{2, 4}, std::pair{2, 8}, std::pair{0, 0}}) {
-      cuda::attention_version_override(version);  // v1 / v2 at each CTA size, then the launcher's choice
+         {std::pair{1, 4}, std::pair{1, 8}, std::pair{2, 4}, std::pair{2, 8}, std::pair{3, 8}, std::pair{0, 0}}) {
+      cuda::attention_version_override(version);  // each version at each CTA size, then the launcher's choice
       cuda::attention_warps_override(warps);
       const double ms_sp = median_ms([&] {
         cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, idx, K, scale, T, s.rows(true), aw,
@@ -303,7 +303,7 @@ int main() {
           std::copy_n(h.begin() + size_t(r - r % 8) * Hkv * K, size_t(Hkv) * K, h.begin() + size_t(r) * Hkv * K);
       int32_t* shared_idx = dev_alloc<int32_t>(h.size());
       SALA_CUDA_CHECK(cudaMemcpy(shared_idx, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
-      for (int version : {1, 2}) {
+      for (int version : {1, 2, 3}) {
         cuda::attention_version_override(version);
         const double ms_sh = median_ms([&] {
           cuda::attention(s.o, Hq * D, s.x, int(s.ld), 0, Hq, Hkv, D, s.kp, s.vp, shared_idx, K, scale, T,

@@ -676,9 +676,11 @@ void run_attention_case(int Hq, int Hkv, int D, const std::vector<SeqCase>& seqs
   }
   Dev<int32_t> d_idx(idx);
   const int ldo = Hq * D + 8;
-  // both versions of the tiled kernel (v1 mma.sync, v2 wgmma); steps of one row per sequence take the decode kernel
-  for (int version : {1, 2}) {
+  // every version of the tiled kernel (v1 mma.sync, v2 wgmma at 4 and 8 warps, v3 wgmma with paired warpgroups);
+  // steps of one row per sequence take the decode kernel
+  for (auto [version, warps] : {std::pair{1, 0}, std::pair{2, 0}, std::pair{2, 8}, std::pair{3, 0}}) {
     cuda::attention_version_override(version);
+    cuda::attention_warps_override(warps);
     Dev<uint16_t> d_o(size_t(N) * ldo);
     d_o.fill(kPoisonBf16);
     const float scale = 1.0f / std::sqrt(float(D));
@@ -715,7 +717,7 @@ void run_attention_case(int Hq, int Hkv, int D, const std::vector<SeqCase>& seqs
       EXPECT_EQ(unwritten, 0) << "seq " << s;
       EXPECT_LE(test::rel_max_err(got, want), tol)
           << "Hq " << Hq << " Hkv " << Hkv << " D " << D << " seq " << s << " (" << sc.ctx_before << " + " << sc.n
-          << (sc.sparse ? ", sparse)" : ", dense)") << " v" << version;
+          << (sc.sparse ? ", sparse)" : ", dense)") << " v" << version << " warps " << warps;
     }
     int stray = 0;  // the row padding past Hq * D is never written
     for (int r = 0; r < N; ++r)
@@ -723,6 +725,7 @@ void run_attention_case(int Hq, int Hkv, int D, const std::vector<SeqCase>& seqs
     EXPECT_EQ(stray, 0);
   }
   cuda::attention_version_override(0);
+  cuda::attention_warps_override(0);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // attention (kernels.h): causal softmax attention over the paged KV cache, dense or InfLLM-V2 block-sparse, in the
-// FlashAttention-2 form on the tensor cores: v2 (the default) issues S = Q K^T and O += P V as wgmma m64n64k16 per
-// warpgroup (wgmma.cuh: Q and P from registers, K and V tiles straight from the swizzled stages); v1, kept beside it
-// in the kernel lab, runs mma.sync m16n8k16 per warp with ldmatrix (bf16 -> fp32 both).
+// FlashAttention-2 form on the tensor cores: v2 and v3 issue S = Q K^T and O += P V as wgmma m64n64k16 per
+// warpgroup (wgmma.cuh: Q and P from registers, K and V tiles straight from the swizzled stages); v1, kept beside
+// them in the kernel lab, runs mma.sync m16n8k16 per warp with ldmatrix (bf16 -> fp32 all).
 //
 // CTA = (row tile, kv head [x head chunk], key split). A row tile is R consecutive rows of one sequence; its M =
 // 16 * warps matrix rows are (row, query head) pairs, the hpc = min(group, M) query heads of the CTA's kv head for
@@ -23,8 +23,9 @@
 // Split-KV: when the step has too few CTAs to fill the GPU (decode, short chunks of long contexts), the key blocks
 // of each tile are cut into up to `splits` contiguous ranges (>= ~4 blocks each), one CTA each; each writes its
 // normalised partial output and log2-sum-exp (fp32, workspace) and attn_combine_kernel merges them. Otherwise each
-// CTA stores bf16 O directly. Tile sizes: v2 4 warps (one warpgroup); v1 8 warps (M = 128) when the step averages
-// >= 8 rows per sequence, else 4.
+// CTA stores bf16 O directly. Versions and tile sizes (plan_attention): dense launches v3, 8 warps = two
+// warpgroups a phase apart over a 3-stage ring; launches with sparse sequences v2, 4 warps; v1 8 warps (M = 128) when
+// the step averages >= 8 rows per sequence, else 4.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -64,19 +65,23 @@ struct AttnParams {
 // Shared memory: [stage 0: K | V][stage 1: K | V] then, for sparse launches, ulist (int), umask (u64), bitmap (u32);
 // 1 KB of slack in front, for the 1024-byte alignment of the stages that wgmma's swizzled operands need.
 template <int D>
-size_t attn_smem_bytes(bool sparse, int ulist_cap, int nblk_max) {
-  size_t b = 1024 + 4 * size_t(tile_bytes<D>());
+size_t attn_smem_bytes(int stages, bool sparse, int ulist_cap, int nblk_max) {
+  size_t b = 1024 + size_t(stages) * 2 * size_t(tile_bytes<D>());
   if (sparse) b += size_t(ulist_cap) * 12 + size_t((nblk_max + 31) / 32) * 4 + 16;
   return b;
 }
 
-// kWg (kernel lab v2): S = Q K^T and O += P V on wgmma, one warpgroup per 64 matrix rows; a warpgroup runs a block's
-// MMAs when any of its warps needs the block, and a warp that does not adds P = 0. v1 (kWg false): mma.sync per warp.
+// Kernel lab: kVer 1 = mma.sync per warp (a warp skips blocks none of its rows sees). kVer 2 = S = Q K^T and O += P V
+// on wgmma, one warpgroup per 64 matrix rows; a warpgroup runs a block's MMAs when any of its warps needs the block,
+// and a warp that does not adds P = 0. kVer 3 = v2's MMAs in 8-warp CTAs with the two warpgroups a phase apart.
 #ifndef SALA_ATTN_WG_MINB
 #define SALA_ATTN_WG_MINB 2  // v2's 4-warp CTAs per SM that the register cap aims at (experiments override)
 #endif
-template <int D, int kWarps, bool kWg>
-__global__ void __launch_bounds__(kWarps * 32, kWg && kWarps == 4 ? SALA_ATTN_WG_MINB : 1) attn_kernel(AttnParams P) {
+template <int D, int kWarps, int kVer>
+__global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_ATTN_WG_MINB : 1)
+    attn_kernel(AttnParams P) {
+  static_assert(kVer != 3 || kWarps == 8, "v3 pairs two warpgroups");
+  constexpr int kStageBytes = 2 * tile_bytes<D>(), kRing = kVer == 3 ? 3 : 2;  // K | V per stage
   constexpr int kThreads = kWarps * 32;
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ RowTile s_tile;
@@ -111,9 +116,9 @@ __global__ void __launch_bounds__(kWarps * 32, kWg && kWarps == 4 ? SALA_ATTN_WG
   const int* pt = P.rows.page_table + size_t(P.rows.slot[seq]) * P.rows.pt_stride;
 
   uint8_t* stage_base = smem + ((1024u - (smem_u32(smem) & 1023u)) & 1023u);
-  int* ulist = reinterpret_cast<int*>(stage_base + 4 * tile_bytes<D>());
+  int* ulist = reinterpret_cast<int*>(stage_base + kRing * kStageBytes);
   unsigned long long* umask = reinterpret_cast<unsigned long long*>(
-      stage_base + 4 * tile_bytes<D>() + ((size_t(P.ulist_cap) * 4 + 7) & ~size_t(7)));
+      stage_base + kRing * kStageBytes + ((size_t(P.ulist_cap) * 4 + 7) & ~size_t(7)));
   uint32_t* bits = reinterpret_cast<uint32_t*>(umask + P.ulist_cap);
 
   // ---- key blocks of this tile ----
@@ -195,7 +200,7 @@ __global__ void __launch_bounds__(kWarps * 32, kWg && kWarps == 4 ? SALA_ATTN_WG
     warp_minpos = min(warp_minpos, __shfl_xor_sync(0xffffffffu, warp_minpos, o));
   }
 
-  // the warpgroup's rows (kWg): M rows 64 wg .. 64 wg + 63 are tile rows wr0 .. wr1
+  // the warpgroup's rows (v2, v3): M rows 64 wg .. 64 wg + 63 are tile rows wr0 .. wr1
   const int wg = warp >> 2, wr0 = 64 * wg / P.hpc, wr1 = min((64 * wg + 63) / P.hpc, tile.nrows - 1);
   int wg_maxpos = -1;
   for (int r = wr0; r <= wr1; ++r) wg_maxpos = max(wg_maxpos, s_pos[r]);
@@ -221,145 +226,245 @@ __global__ void __launch_bounds__(kWarps * 32, kWg && kWarps == 4 ? SALA_ATTN_WG
                               b * kPageTokens, maxpos, tid);
   };
 
-  float s[8][4];
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-  pipeline2<kWg>(it_begin, it_end, load_block, [&](int it, int st) {
-    const int b = sparse ? ulist[it] : it;
-    bool in0 = rvalid[0], in1 = rvalid[1];
+  // Per block: which rows see it. active: some row of this warp; wg_active (warpgroup-uniform): some row of the
+  // warpgroup (sparse: in its list; dense: at or past the block's first key).
+  struct Flags {
+    int b;
+    bool in0, in1, active, wg_active;
+  };
+  auto flags = [&](int it) {
+    Flags f;
+    f.b = sparse ? ulist[it] : it;
+    f.in0 = rvalid[0];
+    f.in1 = rvalid[1];
     unsigned long long rmask = 0ull;
     if (sparse) {  // sparse tiles have R <= 64 rows
       rmask = umask[it];
-      in0 = in0 && ((rmask >> rr[0]) & 1ull);
-      in1 = in1 && ((rmask >> rr[1]) & 1ull);
+      f.in0 = f.in0 && ((rmask >> rr[0]) & 1ull);
+      f.in1 = f.in1 && ((rmask >> rr[1]) & 1ull);
     }
-    const bool active = __any_sync(0xffffffffu, in0 || in1) && b * kPageTokens <= warp_maxpos;
-    // warpgroup-uniform: some row of the warpgroup sees some key of the block
-    const bool wg_active = b * kPageTokens <= wg_maxpos && (!sparse || (rmask & wg_rows) != 0ull);
-    if (kWg ? wg_active : active) {
-      const uint32_t kb = smem_u32(stage_base + st * 2 * tile_bytes<D>());
-      const uint32_t vb = kb + tile_bytes<D>();
-      if constexpr (kWg) {
-        wgmma_fence();
+    f.active = __any_sync(0xffffffffu, f.in0 || f.in1) && f.b * kPageTokens <= warp_maxpos;
+    f.wg_active = f.b * kPageTokens <= wg_maxpos && (!sparse || (rmask & wg_rows) != 0ull);
+    return f;
+  };
+  auto kv_smem = [&](int st) { return smem_u32(stage_base + st * 2 * tile_bytes<D>()); };
+
+  float s[8][4];
 #pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks)
-          wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * 8192 + (ks & 3) * 32), ks > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        wgmma_touch(s);
+  for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  uint32_t pa[4][4];  // P as the A operand of P V, 16 keys per [kk]
+
+  // S = Q K^T over the block in stage kb, issued on wgmma (the warpgroup together) and committed, not awaited
+  auto qk_issue = [&](uint32_t kb) {
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * 8192 + (ks & 3) * 32), ks > 0);
+    wgmma_commit();
+  };
+  // O += P V over the block's V tile at vb, on wgmma, committed, not awaited
+  auto pv_issue = [&](uint32_t vb) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int h = 0; h < D / 64; ++h)
+        wgmma_m64n64k16<1>(*reinterpret_cast<float(*)[8][4]>(&acc_o[8 * h][0]), pa[kk],
+                           wgmma_desc_nmajor64(vb + h * 8192 + kk * 2048), true);
+    wgmma_commit();
+  };
+  auto touch_acc = [&] {
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h) wgmma_touch(*reinterpret_cast<float(*)[8][4]>(&acc_o[8 * h][0]));
+  };
+  // P V reads pa from registers while in flight: after its wait, pa is "used" so that nothing is placed in those
+  // registers before it completes
+  auto touch_pa = [&] {
+#ifndef SALA_NO_TOUCH_PA
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(pa[kk][i])::"memory");
+#endif
+  };
+
+  // Mask, online softmax of S in the log2 domain (row_m is the scaled running max, p = 2^(s scale_log2 - row_m) as
+  // one FFMA + EX2), rescale of O; P packed into pa. A warp whose rows do not see the block (its warpgroup does)
+  // packs P = 0. v2 / v3 skip the rescale when no row's max moved (most blocks once the running max has settled).
+  auto softmax = [&](const Flags& f) {
+    if (f.active) {
+      // masks only where some row of the warp misses some key of the block
+      const bool full = f.b * kPageTokens + kPageTokens - 1 <= warp_minpos &&
+                        __all_sync(0xffffffffu, (!rvalid[0] || f.in0) && (!rvalid[1] || f.in1));
+      float mx[2] = {kNegInf, kNegInf};
+      if (full) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
       } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-#pragma unroll
-          for (int np = 0; np < 4; ++np) {
-            uint32_t b0, b1, b2, b3;
-            const int key = np * 16 + (lane >> 4) * 8 + (lane & 7);
-            ldsm_x4(kb + tile_off<D>(key, ks * 2 + ((lane >> 3) & 1)), b0, b1, b2, b3);
-            mma_bf16(s[2 * np], qa[ks], b0, b1);
-            mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
-          }
-        }
-      }
-      if (active) {
-        // mask (only where some row of the warp misses some key of the block), online softmax in the log2 domain:
-        // row_m is the scaled running max, p = 2^(s * scale_log2 - row_m) as one FFMA + EX2
-        const bool full = b * kPageTokens + kPageTokens - 1 <= warp_minpos &&
-                          __all_sync(0xffffffffu, (!rvalid[0] || in0) && (!rvalid[1] || in1));
-        float mx[2] = {kNegInf, kNegInf};
-        if (full) {
-#pragma unroll
-          for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
-        } else {
-          const int key0 = b * kPageTokens + 2 * tq;
-#pragma unroll
-          for (int j = 0; j < 8; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int i = e >> 1;
-              const int key = key0 + j * 8 + (e & 1);
-              const bool ok = (i == 0 ? in0 : in1) && key <= prow[i];
-              const float v = ok ? s[j][e] : kNegInf;
-              s[j][e] = v;
-              mx[i] = fmaxf(mx[i], v);
-            }
-        }
-        float alpha[2], base[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-          const float mnew = fmaxf(row_m[i], mx[i] * P.scale_log2);  // scale > 0: max commutes with it
-          base[i] = mnew == kNegInf ? 0.f : mnew;
-          alpha[i] = fast_exp2(row_m[i] - base[i]);
-          row_m[i] = mnew;
-        }
-        float psum[2] = {0.f, 0.f};
+        const int key0 = f.b * kPageTokens + 2 * tq;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const float p = fast_exp2(fmaf(s[j][e], P.scale_log2, -base[e >> 1]));
-            s[j][e] = p;
-            psum[e >> 1] += p;
+            const int i = e >> 1;
+            const int key = key0 + j * 8 + (e & 1);
+            const bool ok = (i == 0 ? f.in0 : f.in1) && key <= prow[i];
+            const float v = ok ? s[j][e] : kNegInf;
+            s[j][e] = v;
+            mx[i] = fmaxf(mx[i], v);
           }
-        row_l[0] = row_l[0] * alpha[0] + psum[0];
-        row_l[1] = row_l[1] * alpha[1] + psum[1];
-        // v2 skips the rescale when no row's max moved (most blocks once the running max has settled)
-        if (!kWg || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+      }
+      float alpha[2], base[2];
 #pragma unroll
-          for (int n = 0; n < D / 8; ++n) {
-            acc_o[n][0] *= alpha[0];
-            acc_o[n][1] *= alpha[0];
-            acc_o[n][2] *= alpha[1];
-            acc_o[n][3] *= alpha[1];
+      for (int i = 0; i < 2; ++i) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        const float mnew = fmaxf(row_m[i], mx[i] * P.scale_log2);  // scale > 0: max commutes with it
+        base[i] = mnew == kNegInf ? 0.f : mnew;
+        alpha[i] = fast_exp2(row_m[i] - base[i]);
+        row_m[i] = mnew;
+      }
+      float psum[2] = {0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float p = fast_exp2(fmaf(s[j][e], P.scale_log2, -base[e >> 1]));
+          s[j][e] = p;
+          psum[e >> 1] += p;
+        }
+      row_l[0] = row_l[0] * alpha[0] + psum[0];
+      row_l[1] = row_l[1] * alpha[1] + psum[1];
+      if (kVer == 1 || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+          acc_o[n][0] *= alpha[0];
+          acc_o[n][1] *= alpha[0];
+          acc_o[n][2] *= alpha[1];
+          acc_o[n][3] *= alpha[1];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+      pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+      pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+  };
+
+  if constexpr (kVer == 3) {
+    // Two warpgroups a phase apart over a 3-stage ring (one barrier per block): in step it, warpgroup 0 runs S(it),
+    // softmax(it) and issues P V(it); warpgroup 1 runs softmax(it - 1) and P V(it - 1), then issues S(it), which
+    // stays in flight across the barrier. So one warpgroup's softmax runs while the other's MMAs do, and the two
+    // share every K/V tile (M = 128 rows per load). Block it + 1 is loaded after step it's barrier into the stage
+    // of block it - 2; stage (it - 1) % 3 is refilled after step it + 1's barrier, so warpgroup 1 waits for its
+    // P V(it - 1) within step it, and warpgroup 0's P V(it) (stage it % 3, refilled after step it + 2's barrier) is
+    // awaited at the top of step it + 1. (Loading before the barrier raced: warpgroup 0 could refill the stage that
+    // warpgroup 1's P V was still reading.)
+    constexpr int kStages = kRing;
+    if (it_begin < it_end) load_block(it_begin, 0);
+    Flags prev{};
+    for (int it = it_begin; it <= it_end; ++it) {
+      const int st = (it - it_begin) % kStages;
+      cp_async_wait<0>();  // block it, loaded during step it - 1
+      fence_proxy_async();
+      __syncthreads();
+      // after the barrier: every thread is past step it - 1, the last to read stage (it + 1) % 3 (block it - 2)
+      if (it + 1 < it_end) load_block(it + 1, (it + 1 - it_begin) % kStages);
+      if (wg == 0) {
+        wgmma_wait<0>();  // P V(it - 1)
+        touch_acc();
+        touch_pa();
+        if (it < it_end) {
+          const Flags f = flags(it);
+          if (f.wg_active) {
+            qk_issue(kv_smem(st));
+            wgmma_wait<0>();
+            wgmma_touch(s);
+            softmax(f);
+            pv_issue(kv_smem(st) + tile_bytes<D>());
           }
         }
-      } else if constexpr (kWg) {
-        // the warpgroup needs the block, this warp does not: it adds P = 0
-#pragma unroll
-        for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-      }
-      // O += P V
-      uint32_t pa[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      }
-      if constexpr (kWg) {
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-          for (int h = 0; h < D / 64; ++h)
-            wgmma_m64n64k16<1>(*reinterpret_cast<float(*)[8][4]>(&acc_o[8 * h][0]), pa[kk],
-                               wgmma_desc_nmajor64(vb + h * 8192 + kk * 2048), true);
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int h = 0; h < D / 64; ++h) wgmma_touch(*reinterpret_cast<float(*)[8][4]>(&acc_o[8 * h][0]));
-      } else if (active) {
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const int key = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
-#pragma unroll
-          for (int dp = 0; dp < D / 16; ++dp) {
-            uint32_t b0, b1, b2, b3;
-            ldsm_x4_t(vb + tile_off<D>(key, dp * 2 + (lane >> 4)), b0, b1, b2, b3);
-            mma_bf16(acc_o[2 * dp], pa[kk], b0, b1);
-            mma_bf16(acc_o[2 * dp + 1], pa[kk], b2, b3);
-          }
+      } else {
+        if (it > it_begin && prev.wg_active) {
+          wgmma_wait<0>();  // S(it - 1)
+          wgmma_touch(s);
+          touch_acc();
+          softmax(prev);
+          pv_issue(kv_smem((it - 1 - it_begin) % kStages) + tile_bytes<D>());
         }
+        Flags f{};
+        if (it < it_end) {
+          f = flags(it);
+          if (f.wg_active) qk_issue(kv_smem(st));
+        }
+        if (it < it_end && f.wg_active)
+          wgmma_wait<1>();  // P V(it - 1) done, S(it) in flight
+        else
+          wgmma_wait<0>();
+        touch_acc();
+        touch_pa();
+        prev = f;
       }
     }
-    __syncthreads();  // this stage is refilled by the next iteration's load
-  });
+    wgmma_wait<0>();
+    touch_acc();
+    touch_pa();
+  } else {
+    pipeline2<kVer == 2>(it_begin, it_end, load_block, [&](int it, int st) {
+      const Flags f = flags(it);
+      if (kVer == 2 ? f.wg_active : f.active) {
+        const uint32_t kb = kv_smem(st);
+        const uint32_t vb = kb + tile_bytes<D>();
+        if constexpr (kVer == 2) {
+          qk_issue(kb);
+          wgmma_wait<0>();
+          wgmma_touch(s);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+          for (int ks = 0; ks < D / 16; ++ks) {
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+              uint32_t b0, b1, b2, b3;
+              const int key = np * 16 + (lane >> 4) * 8 + (lane & 7);
+              ldsm_x4(kb + tile_off<D>(key, ks * 2 + ((lane >> 3) & 1)), b0, b1, b2, b3);
+              mma_bf16(s[2 * np], qa[ks], b0, b1);
+              mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
+            }
+          }
+        }
+        softmax(f);
+        if constexpr (kVer == 2) {
+          pv_issue(vb);
+          wgmma_wait<0>();
+          touch_acc();
+          touch_pa();
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            const int key = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+              uint32_t b0, b1, b2, b3;
+              ldsm_x4_t(vb + tile_off<D>(key, dp * 2 + (lane >> 4)), b0, b1, b2, b3);
+              mma_bf16(acc_o[2 * dp], pa[kk], b0, b1);
+              mma_bf16(acc_o[2 * dp + 1], pa[kk], b2, b3);
+            }
+          }
+        }
+      }
+      __syncthreads();  // this stage is refilled by the next iteration's load
+    });
+  }
 
   // ---- epilogue ----
 #pragma unroll
@@ -642,24 +747,26 @@ __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
 
 struct AttnPlan {
   bool decode;  // every sequence has one row (and group <= 16): attn_decode_kernel
-  bool wg;      // the tiled kernel's v2 (wgmma)
+  int ver;      // the tiled kernel's version (1 mma.sync, 2 wgmma, 3 wgmma with paired warpgroups)
   int warps, M, hpc, R, head_chunks, tiles, splits, nblk_max;
 };
 
 int g_warps_override = 0;    // attention_warps_override (benchmarks)
 int g_version_override = 0;  // attention_version_override (tests, benchmarks)
 
-// The tiled kernel (kernel lab): v2 (wgmma) unless a test or benchmark forces v1 (mma.sync). CTA size: v2 takes 4
-// warps, where two CTAs share an SM and each one's softmax runs under the other's MMAs (H200, bench_attention: 9%
-// faster dense at 32K, 1.4x sparse at 128K than 8 warps); v1 takes 8 warps (M = 128) when sequences bring many rows,
-// halving the K/V traffic per row.
-AttnPlan plan_attention(int N, int S, int Hq, int Hkv, int max_ctx) {
+// The tiled kernel (kernel lab, H200 numbers from bench_attention): dense launches take v3 (8 warps, the two
+// warpgroups a phase apart: 363 TFLOP/s at 32K against v2's 330-353 and v1's 265); launches with sparse sequences
+// take v2 with 4 warps (103.5 ms at 128K on random-weight selections against v3's 125 and v2 8 warps' 151: each
+// block of a random list serves few rows, so the smaller tile with two CTAs per SM wins; on lists shared by 8 rows v3
+// is faster, 39.6 ms against 43.6). v1 takes 8 warps (M = 128) when sequences bring many rows, halving the K/V
+// traffic per row.
+AttnPlan plan_attention(int N, int S, int Hq, int Hkv, int max_ctx, bool sparse) {
   AttnPlan p{};
   const int group = Hq / Hkv;
   p.decode = N == S && group <= 16;
-  p.wg = g_version_override != 1;
-  p.warps = !p.wg && N >= 8 * S ? 8 : 4;
-  if (g_warps_override == 4 || g_warps_override == 8) p.warps = g_warps_override;
+  p.ver = g_version_override >= 1 && g_version_override <= 3 ? g_version_override : sparse ? 2 : 3;
+  p.warps = p.ver == 3 || (p.ver == 1 && N >= 8 * S) ? 8 : 4;
+  if (p.ver != 3 && (g_warps_override == 4 || g_warps_override == 8)) p.warps = g_warps_override;
   p.M = 16 * p.warps;
   p.hpc = p.decode ? group : (group < p.M ? group : p.M);
   p.R = p.decode ? 1 : p.M / p.hpc;
@@ -679,17 +786,17 @@ AttnPlan plan_attention(int N, int S, int Hq, int Hkv, int max_ctx) {
   return p;
 }
 
-template <int D, int W, bool kWg>
+template <int D, int W, int kVer>
 void launch_attn(const AttnParams& prm, const AttnPlan& pl, size_t smem, cudaStream_t s) {
   static bool configured = false;  // per instantiation; the largest request so far is what the attribute needs
   static size_t configured_bytes = 0;
   if (!configured || smem > configured_bytes) {
     SALA_CUDA_CHECK(
-        cudaFuncSetAttribute(attn_kernel<D, W, kWg>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+        cudaFuncSetAttribute(attn_kernel<D, W, kVer>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     configured = true;
     configured_bytes = smem;
   }
-  attn_kernel<D, W, kWg><<<dim3(pl.tiles, prm.Hkv * pl.head_chunks, pl.splits), W * 32, smem, s>>>(prm);
+  attn_kernel<D, W, kVer><<<dim3(pl.tiles, prm.Hkv * pl.head_chunks, pl.splits), W * 32, smem, s>>>(prm);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -708,13 +815,14 @@ void run_attention(const AttnParams& prm, const AttnPlan& pl, cudaStream_t s) {
     attn_decode_kernel<D><<<dim3(prm.rows.N, prm.Hkv, pl.splits), 128, smem, s>>>(prm);
     SALA_CUDA_CHECK_LAUNCH();
   } else {
-    const size_t smem = attn_smem_bytes<D>(prm.idx != nullptr, prm.ulist_cap, pl.nblk_max);
+    const size_t smem = attn_smem_bytes<D>(pl.ver == 3 ? 3 : 2, prm.idx != nullptr, prm.ulist_cap, pl.nblk_max);
     SALA_CUDA_REQUIRE(smem <= 227 * 1024, "attention");
-    const bool wg = pl.wg;
-    if (pl.warps == 8)
-      wg ? launch_attn<D, 8, true>(prm, pl, smem, s) : launch_attn<D, 8, false>(prm, pl, smem, s);
+    if (pl.ver == 3)
+      launch_attn<D, 8, 3>(prm, pl, smem, s);
+    else if (pl.warps == 8)
+      pl.ver == 2 ? launch_attn<D, 8, 2>(prm, pl, smem, s) : launch_attn<D, 8, 1>(prm, pl, smem, s);
     else
-      wg ? launch_attn<D, 4, true>(prm, pl, smem, s) : launch_attn<D, 4, false>(prm, pl, smem, s);
+      pl.ver == 2 ? launch_attn<D, 4, 2>(prm, pl, smem, s) : launch_attn<D, 4, 1>(prm, pl, smem, s);
   }
   if (pl.splits > 1) {
     attn_combine_kernel<D><<<prm.rows.N * prm.Hq, 128, 0, s>>>(prm.o, prm.ldo, prm.part_o, prm.part_lse, prm.rows.N,
@@ -747,7 +855,7 @@ void attention(bf16* o, int ldo, const bf16* x, int ld, int q_off, int Hq, int H
   SALA_CUDA_REQUIRE(idx == nullptr || topk_total > 0, "attention");
   SALA_CUDA_REQUIRE(ld % 2 == 0 && q_off % 2 == 0 && ldo % 2 == 0, "attention");
   if (rows.N == 0) return;
-  const AttnPlan pl = plan_attention(rows.N, rows.S, Hq, Hkv, max_ctx);
+  const AttnPlan pl = plan_attention(rows.N, rows.S, Hq, Hkv, max_ctx, idx != nullptr);
   const int group = Hq / Hkv;
   SALA_CUDA_REQUIRE(group % pl.hpc == 0 && pl.M % pl.hpc == 0, "attention");
   SALA_CUDA_REQUIRE(idx == nullptr || pl.R <= 64, "attention");  // the 64-bit row masks of sparse tiles
