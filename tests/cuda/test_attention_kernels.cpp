@@ -388,6 +388,56 @@ struct SelectStats {
   int rows = 0, flips = 0;
 };
 
+// Runs cuda::attention for the step (d_idx null: every sequence dense) and compares each sequence's output with the
+// CPU: block-sparse over its rows' lists in idx (N, Hkv, K) for sparse sequences, causal for dense ones. Every row must
+// be written, within tol, and the row padding past Hq * D left alone.
+void check_attention(const PagedCache& c, const Step& st, const std::vector<SeqCase>& seqs, const int32_t* d_idx,
+                     const std::vector<int32_t>& idx, int Hq, int Hkv, int D, int K, float scale, double tol,
+                     const std::string& label) {
+  const int N = st.N, ldo = Hq * D + 8;
+  Dev<uint16_t> d_o(size_t(N) * ldo);
+  d_o.fill(kPoisonBf16);
+  const size_t aws = cuda::attention_workspace_bytes(N, st.S, Hq, Hkv, D, st.max_ctx);
+  Dev<uint8_t> d_aws(aws);
+  cuda::attention(bfp(d_o), ldo, bfp(st.d_x), st.ld, st.q_off, Hq, Hkv, D, bfp(c.kp), bfp(c.vp), d_idx, K, scale,
+                  st.max_ctx, st.rows, aws ? d_aws.p : nullptr, nullptr);
+  SALA_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto o = d_o.get();
+  for (int s = 0; s < st.S; ++s) {
+    const auto& sc = seqs[size_t(s)];
+    const int row0 = st.cu[size_t(s)];
+    const auto q = st.q_of(s, D);
+    std::vector<float> want(q.size());
+    if (sc.sparse) {
+      std::vector<int32_t> ic(size_t(Hkv) * sc.n * K);
+      for (int g = 0; g < Hkv; ++g)
+        for (int t = 0; t < sc.n; ++t)
+          std::copy_n(idx.begin() + (size_t(row0 + t) * Hkv + g) * K, K, ic.begin() + (size_t(g) * sc.n + t) * K);
+      cpu::attention_block_sparse(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), ic.data(), K,
+                                  64, sc.n, sc.ctx_before, Hq, Hkv, D, scale);
+    } else {
+      cpu::attention_causal(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), sc.n, sc.ctx_before,
+                            Hq, Hkv, D, scale);
+    }
+    std::vector<float> got(want.size());
+    int unwritten = 0;
+    for (int t = 0; t < sc.n; ++t)
+      for (int e = 0; e < Hq * D; ++e) {
+        const uint16_t h = o[size_t(row0 + t) * ldo + e];
+        unwritten += is_nan_bf(h);
+        got[size_t(t) * Hq * D + e] = bf(h);
+      }
+    EXPECT_EQ(unwritten, 0) << label << " seq " << s;
+    EXPECT_LE(test::rel_max_err(got, want), tol)
+        << label << ": Hq " << Hq << " Hkv " << Hkv << " D " << D << " seq " << s << " (" << sc.ctx_before << " + "
+        << sc.n << (sc.sparse ? ", sparse)" : ", dense)");
+  }
+  int stray = 0;
+  for (int r = 0; r < N; ++r)
+    for (int e = Hq * D; e < ldo; ++e) stray += o[size_t(r) * ldo + e] != kPoisonBf16;
+  EXPECT_EQ(stray, 0) << label;
+}
+
 // Runs kv_append (history, then the step), select and attention over the selection on the GPU, and the CPU select
 // and attention (over the GPU's selection) on the same bf16 data; checks as the file header says.
 SelectStats run_select_case(int Hq, int Hkv, int D, const cuda::SelectArgs& a, const std::vector<SeqCase>& seqs,
@@ -524,44 +574,8 @@ SelectStats run_select_case(int Hq, int Hkv, int D, const cuda::SelectArgs& a, c
       }
   }
 
-  if (with_attention) {  // attention over the GPU's selection (dense sequences: causal)
-    const int ldo = Hq * D + 8;
-    Dev<uint16_t> d_o(size_t(N) * ldo);
-    d_o.fill(kPoisonBf16);
-    const size_t aws = cuda::attention_workspace_bytes(N, st.S, Hq, Hkv, D, st.max_ctx);
-    Dev<uint8_t> d_aws(aws);
-    cuda::attention(bfp(d_o), ldo, bfp(st.d_x), st.ld, st.q_off, Hq, Hkv, D, bfp(c.kp), bfp(c.vp), d_idx.p, K,
-                    a.scale, st.max_ctx, st.rows, aws ? d_aws.p : nullptr, nullptr);
-    SALA_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto o = d_o.get();
-    for (int s = 0; s < st.S; ++s) {
-      const auto& sc = seqs[size_t(s)];
-      const int row0 = st.cu[size_t(s)];
-      const auto q = st.q_of(s, D);
-      std::vector<float> want(q.size());
-      if (sc.sparse) {
-        std::vector<int32_t> ic(size_t(Hkv) * sc.n * K);
-        for (int g = 0; g < Hkv; ++g)
-          for (int t = 0; t < sc.n; ++t)
-            std::copy_n(idx.begin() + (size_t(row0 + t) * Hkv + g) * K, K, ic.begin() + (size_t(g) * sc.n + t) * K);
-        cpu::attention_block_sparse(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), ic.data(), K,
-                                    64, sc.n, sc.ctx_before, Hq, Hkv, D, a.scale);
-      } else {
-        cpu::attention_causal(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), sc.n, sc.ctx_before,
-                              Hq, Hkv, D, a.scale);
-      }
-      std::vector<float> got(want.size());
-      int unwritten = 0;
-      for (int t = 0; t < sc.n; ++t)
-        for (int e = 0; e < Hq * D; ++e) {
-          const uint16_t h = o[size_t(row0 + t) * ldo + e];
-          unwritten += is_nan_bf(h);
-          got[size_t(t) * Hq * D + e] = bf(h);
-        }
-      EXPECT_EQ(unwritten, 0) << "attention seq " << s;
-      EXPECT_LE(test::rel_max_err(got, want), 2e-2) << "attention over the selection, seq " << s;
-    }
-  }
+  if (with_attention)  // attention over the GPU's selection (dense sequences: causal)
+    check_attention(c, st, seqs, d_idx.p, idx, Hq, Hkv, D, K, a.scale, 2e-2, "attention over the selection");
   return stats;
 }
 
@@ -675,54 +689,13 @@ void run_attention_case(int Hq, int Hkv, int D, const std::vector<SeqCase>& seqs
     }
   }
   Dev<int32_t> d_idx(idx);
-  const int ldo = Hq * D + 8;
   // every version of the tiled kernel (v1 mma.sync, v2 wgmma at 4 and 8 warps, v3 wgmma with paired warpgroups);
   // steps of one row per sequence take the decode kernel
   for (auto [version, warps] : {std::pair{1, 0}, std::pair{2, 0}, std::pair{2, 8}, std::pair{3, 0}}) {
     cuda::attention_version_override(version);
     cuda::attention_warps_override(warps);
-    Dev<uint16_t> d_o(size_t(N) * ldo);
-    d_o.fill(kPoisonBf16);
-    const float scale = 1.0f / std::sqrt(float(D));
-    const size_t aws = cuda::attention_workspace_bytes(N, st.S, Hq, Hkv, D, st.max_ctx);
-    Dev<uint8_t> d_aws(aws);
-    cuda::attention(bfp(d_o), ldo, bfp(st.d_x), st.ld, st.q_off, Hq, Hkv, D, bfp(c.kp), bfp(c.vp),
-                    any_sparse ? d_idx.p : nullptr, K, scale, st.max_ctx, st.rows, aws ? d_aws.p : nullptr, nullptr);
-    SALA_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto o = d_o.get();
-    for (int s = 0; s < st.S; ++s) {
-      const auto& sc = seqs[size_t(s)];
-      const int row0 = st.cu[size_t(s)];
-      const auto q = st.q_of(s, D);
-      std::vector<float> want(q.size());
-      if (sc.sparse) {
-        std::vector<int32_t> ic(size_t(Hkv) * sc.n * K);
-        for (int g = 0; g < Hkv; ++g)
-          for (int t = 0; t < sc.n; ++t)
-            std::copy_n(idx.begin() + (size_t(row0 + t) * Hkv + g) * K, K, ic.begin() + (size_t(g) * sc.n + t) * K);
-        cpu::attention_block_sparse(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), ic.data(), K,
-                                    64, sc.n, sc.ctx_before, Hq, Hkv, D, scale);
-      } else {
-        cpu::attention_causal(want.data(), q.data(), c.k[size_t(s)].data(), c.v[size_t(s)].data(), sc.n, sc.ctx_before,
-                              Hq, Hkv, D, scale);
-      }
-      std::vector<float> got(want.size());
-      int unwritten = 0;
-      for (int t = 0; t < sc.n; ++t)
-        for (int e = 0; e < Hq * D; ++e) {
-          const uint16_t h = o[size_t(row0 + t) * ldo + e];
-          unwritten += is_nan_bf(h);
-          got[size_t(t) * Hq * D + e] = bf(h);
-        }
-      EXPECT_EQ(unwritten, 0) << "seq " << s;
-      EXPECT_LE(test::rel_max_err(got, want), tol)
-          << "Hq " << Hq << " Hkv " << Hkv << " D " << D << " seq " << s << " (" << sc.ctx_before << " + " << sc.n
-          << (sc.sparse ? ", sparse)" : ", dense)") << " v" << version << " warps " << warps;
-    }
-    int stray = 0;  // the row padding past Hq * D is never written
-    for (int r = 0; r < N; ++r)
-      for (int e = Hq * D; e < ldo; ++e) stray += o[size_t(r) * ldo + e] != kPoisonBf16;
-    EXPECT_EQ(stray, 0);
+    check_attention(c, st, seqs, any_sparse ? d_idx.p : nullptr, idx, Hq, Hkv, D, K, 1.0f / std::sqrt(float(D)), tol,
+                    "v" + std::to_string(version) + " warps " + std::to_string(warps));
   }
   cuda::attention_version_override(0);
   cuda::attention_warps_override(0);

@@ -255,13 +255,7 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
   uint32_t pa[4][4];  // P as the A operand of P V, 16 keys per [kk]
 
   // S = Q K^T over the block in stage kb, issued on wgmma (the warpgroup together) and committed, not awaited
-  auto qk_issue = [&](uint32_t kb) {
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks)
-      wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * 8192 + (ks & 3) * 32), ks > 0);
-    wgmma_commit();
-  };
+  auto qk_issue = [&](uint32_t kb) { wgmma_qk_issue<D>(s, qa, kb); };
   // O += P V over the block's V tile at vb, on wgmma, committed, not awaited
   auto pv_issue = [&](uint32_t vb) {
     wgmma_fence();
@@ -428,19 +422,7 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
           wgmma_wait<0>();
           wgmma_touch(s);
         } else {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-          for (int ks = 0; ks < D / 16; ++ks) {
-#pragma unroll
-            for (int np = 0; np < 4; ++np) {
-              uint32_t b0, b1, b2, b3;
-              const int key = np * 16 + (lane >> 4) * 8 + (lane & 7);
-              ldsm_x4(kb + tile_off<D>(key, ks * 2 + ((lane >> 3) & 1)), b0, b1, b2, b3);
-              mma_bf16(s[2 * np], qa[ks], b0, b1);
-              mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
-            }
-          }
+          qk_tile_mma<D>(s, qa, kb);
         }
         softmax(f);
         if constexpr (kVer == 2) {

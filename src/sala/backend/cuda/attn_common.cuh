@@ -102,6 +102,24 @@ __device__ __forceinline__ void load_q_frags(uint32_t (&qa)[D / 16][4], const bf
   }
 }
 
+// s = Q K^T on mma.sync for the warp's 16 rows (A fragments qa) against the 64 rows of the swizzled tile at kb.
+template <int D>
+__device__ __forceinline__ void qk_tile_mma(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t kb) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t b0, b1, b2, b3;
+      const int key = np * 16 + (lane >> 4) * 8 + (lane & 7);
+      ldsm_x4(kb + tile_off<D>(key, ks * 2 + ((lane >> 3) & 1)), b0, b1, b2, b3);
+      mma_bf16(s[2 * np], qa[ks], b0, b1);
+      mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
+    }
+}
+
 // One 64-token page of K and V (kv head rows of D) into a shared-memory stage at kdst (V right after K): keys at
 // positions past maxpos are zero-filled. first_pos: the page's first position. Commits the copies as one group.
 template <int D, int kThreads>

@@ -74,33 +74,11 @@ __device__ __forceinline__ void load_q(uint32_t (&qa)[D / 16][4], const S1Params
   load_q_frags<D>(qa, q0, q1, tq, R.hvalid[0], R.hvalid[1]);
 }
 
-// s = Q K^T for the warp's 16 rows against the 64 rows of the swizzled tile at kb.
-template <int D>
-__device__ __forceinline__ void qk_tile(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t kb) {
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks)
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-      uint32_t b0, b1, b2, b3;
-      const int key = np * 16 + (lane >> 4) * 8 + (lane & 7);
-      ldsm_x4(kb + tile_off<D>(key, ks * 2 + ((lane >> 3) & 1)), b0, b1, b2, b3);
-      mma_bf16(s[2 * np], qa[ks], b0, b1);
-      mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
-    }
-}
-
-// The same product on wgmma: every warp of the warpgroup calls it (its 16 rows are the warpgroup's rows 16 w ..),
+// s = Q K^T on wgmma (awaited): every warp of the warpgroup calls it (its 16 rows are the warpgroup's rows 16 w ..),
 // whether or not its own rows need the tile. s must hold initialised values (they are overwritten).
 template <int D>
 __device__ __forceinline__ void qk_tile_wg(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t kb) {
-  wgmma_fence();
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks)
-    wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * 8192 + (ks & 3) * 32), ks > 0);
-  wgmma_commit();
+  wgmma_qk_issue<D>(s, qa, kb);
   wgmma_wait<0>();
   wgmma_touch(s);
 }
@@ -193,7 +171,7 @@ __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MIN
   pipeline2<kWg>(t_begin, t_end, load, [&](int t, int st) {
     if constexpr (kWg) qk_tile_wg<D>(s, qa, smem_u32(tiles[st]));
     if (R.n2 > t * 64) {  // warp-uniform
-      if constexpr (!kWg) qk_tile<D>(s, qa, smem_u32(tiles[st]));
+      if constexpr (!kWg) qk_tile_mma<D>(s, qa, smem_u32(tiles[st]));
       const bool full = (t + 1) * 64 <= R.n2;  // warp-uniform
       float mx[2] = {kNegInf, kNegInf};
 #pragma unroll
@@ -289,7 +267,7 @@ __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MIN
     // v[j][e]: the thread's two heads' probabilities of window 64 t + 8 j + 2 tq + e
     float v[8][2];
     if (active) {
-      if constexpr (!kWg) qk_tile<D>(s, qa, smem_u32(tiles[st]));
+      if constexpr (!kWg) qk_tile_mma<D>(s, qa, smem_u32(tiles[st]));
       const bool full = (t + 1) * 64 <= R.n1;  // warp-uniform: every window of the tile visible (all but the last)
 #pragma unroll
       for (int j = 0; j < 8; ++j)
