@@ -274,12 +274,10 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
   // P V reads pa from registers while in flight: after its wait, pa is "used" so that nothing is placed in those
   // registers before it completes
   auto touch_pa = [&] {
-#ifndef SALA_NO_TOUCH_PA
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
       for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(pa[kk][i])::"memory");
-#endif
   };
 
   // Mask, online softmax of S in the log2 domain (row_m is the scaled running max, p = 2^(s scale_log2 - row_m) as
