@@ -58,6 +58,26 @@ CONFIGS = {
 
 DEFAULT_CHUNK = 16384
 GIB = float(1 << 30)
+
+
+def harness_commit():
+    """The sala commit this harness ran from: git where there is a checkout, else the commit `scripts/device.sh pack`
+    recorded beside the binaries (the GPU machine's copy of the tree has no .git), else "unknown"."""
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open(os.path.join(root, "build", "device", "commit")) as f:
+            return f.read().strip() or "unknown"
+    except OSError:
+        return "unknown"
 HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 OOM_ERRORS = tuple(e for e in (getattr(torch.cuda, "OutOfMemoryError", None),) if e is not None)
 
@@ -496,6 +516,7 @@ def bench(args):
     cfg = CONFIGS[args.config]
     card = torch.cuda.get_device_name(dev)
     card_gib = torch.cuda.get_device_properties(dev).total_memory / GIB
+    commit = harness_commit()
     with torch.inference_mode():
         t = time.perf_counter()
         model = DenseModel(cfg, dev, decode_backend=args.decode_backend)
@@ -514,7 +535,7 @@ def bench(args):
                 if ri["oom"]:
                     break
             row = dict(engine="pytorch", torch=torch.__version__, card=card, card_gib=round(card_gib, 1),
-                       date=datetime.date.today().isoformat(), config=args.config, repeat=args.repeat,
+                       date=datetime.date.today().isoformat(), commit=commit, config=args.config, repeat=args.repeat,
                        command="python3 bench/peers/torch_dense.py " + " ".join(sys.argv[1:]), **r)
             rows.append(row)
             print_table([row], header=len(rows) == 1)
