@@ -218,10 +218,11 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
   for (int n = 0; n < D / 8; ++n) acc_o[n][0] = acc_o[n][1] = acc_o[n][2] = acc_o[n][3] = 0.f;
   float row_m[2] = {kNegInf, kNegInf}, row_l[2] = {0.f, 0.f};
 
+  auto kv_smem = [&](int st) { return smem_u32(stage_base + st * kStageBytes); };  // stage st's K (V follows)
   auto load_block = [&](int it, int st) {
     const int b = sparse ? ulist[it] : it;
     const size_t page = size_t(pt[b]);
-    load_kv_page<D, kThreads>(smem_u32(stage_base + st * 2 * tile_bytes<D>()),
+    load_kv_page<D, kThreads>(kv_smem(st),
                               P.kp + (page * P.Hkv + g) * kPageTokens * D, P.vp + (page * P.Hkv + g) * kPageTokens * D,
                               b * kPageTokens, maxpos, tid);
   };
@@ -247,7 +248,6 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
     f.wg_active = f.b * kPageTokens <= wg_maxpos && (!sparse || (rmask & wg_rows) != 0ull);
     return f;
   };
-  auto kv_smem = [&](int st) { return smem_u32(stage_base + st * 2 * tile_bytes<D>()); };
 
   float s[8][4];
 #pragma unroll
@@ -360,16 +360,15 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
     // P V(it - 1) within step it, and warpgroup 0's P V(it) (stage it % 3, refilled after step it + 2's barrier) is
     // awaited at the top of step it + 1. (Loading before the barrier raced: warpgroup 0 could refill the stage that
     // warpgroup 1's P V was still reading.)
-    constexpr int kStages = kRing;
     if (it_begin < it_end) load_block(it_begin, 0);
     Flags prev{};
     for (int it = it_begin; it <= it_end; ++it) {
-      const int st = (it - it_begin) % kStages;
+      const int st = (it - it_begin) % kRing;
       cp_async_wait<0>();  // block it, loaded during step it - 1
       fence_proxy_async();
       __syncthreads();
       // after the barrier: every thread is past step it - 1, the last to read stage (it + 1) % 3 (block it - 2)
-      if (it + 1 < it_end) load_block(it + 1, (it + 1 - it_begin) % kStages);
+      if (it + 1 < it_end) load_block(it + 1, (it + 1 - it_begin) % kRing);
       if (wg == 0) {
         wgmma_wait<0>();  // P V(it - 1)
         touch_acc();
@@ -390,7 +389,7 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
           wgmma_touch(s);
           touch_acc();
           softmax(prev);
-          pv_issue(kv_smem((it - 1 - it_begin) % kStages) + tile_bytes<D>());
+          pv_issue(kv_smem((it - 1 - it_begin) % kRing) + tile_bytes<D>());
         }
         Flags f{};
         if (it < it_end) {
