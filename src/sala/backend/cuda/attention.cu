@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_A
 #pragma unroll
       for (int h = 0; h < D / 64; ++h)
         wgmma_m64n64k16<1>(*reinterpret_cast<float(*)[8][4]>(&acc_o[8 * h][0]), pa[kk],
-                           wgmma_desc_nmajor64(vb + h * 8192 + kk * 2048), true);
+                           wgmma_desc_nmajor64(vb + h * kPanelBytes + kk * 2048), true);
     wgmma_commit();
   };
   auto touch_acc = [&] {

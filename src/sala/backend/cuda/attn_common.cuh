@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/wgmma.cuh"
 
 namespace sala::cuda::detail {
 
@@ -76,10 +77,11 @@ __device__ __forceinline__ uint32_t ld_pair(const bf16* p, bool valid) {
 // into D / 64 column panels of 64 x 128 bytes (8 KB), and in each panel chunk c of row r sits at c ^ (r & 7). This
 // is the canonical 128-byte-swizzled layout of wgmma's shared-memory operands (K-major for K tiles, N-major for V
 // tiles; panel bases 1024-byte aligned), and ldmatrix reads it without bank conflicts.
+constexpr int kPanelBytes = kPageTokens * 128;
 template <int D>
 __device__ __forceinline__ uint32_t tile_off(int row, int chunk) {
   static_assert(D % 64 == 0, "tiles are made of 64-column panels");
-  return uint32_t((chunk >> 3) * (kPageTokens * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+  return uint32_t((chunk >> 3) * kPanelBytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
 }
 
 // Bytes of one 64-row key (or value) tile of head size D.
@@ -118,6 +120,17 @@ __device__ __forceinline__ void qk_tile_mma(float (&s)[8][4], const uint32_t (&q
       mma_bf16(s[2 * np], qa[ks], b0, b1);
       mma_bf16(s[2 * np + 1], qa[ks], b2, b3);
     }
+}
+
+// s = Q K^T on wgmma over the 64-row tile at kb (tile_off's layout, read K-major), Q = the warp's fragments over the
+// whole head (D / 16 k-steps of the mma.sync A layout): issued and committed as one group, not awaited.
+template <int D>
+__device__ __forceinline__ void wgmma_qk_issue(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t kb) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+    wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * kPanelBytes + (ks & 3) * 32), ks > 0);
+  wgmma_commit();
 }
 
 // One 64-token page of K and V (kv head rows of D) into a shared-memory stage at kdst (V right after K): keys at

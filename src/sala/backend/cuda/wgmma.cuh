@@ -68,15 +68,4 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)), "n"(kTransB));
 }
 
-// S = A K^T over a 64-row K-major tile at kb (tile_off's layout: D / 64 panels of 8 KB), A = the warp's Q fragments
-// over the whole head (D / 16 k-steps of the mma.sync A layout): issued and committed as one group, not awaited.
-template <int D>
-__device__ __forceinline__ void wgmma_qk_issue(float (&s)[8][4], const uint32_t (&qa)[D / 16][4], uint32_t kb) {
-  wgmma_fence();
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks)
-    wgmma_m64n64k16<0>(s, qa[ks], wgmma_desc_kmajor(kb + (ks >> 2) * 8192 + (ks & 3) * 32), ks > 0);
-  wgmma_commit();
-}
-
 }  // namespace sala::cuda::detail
