@@ -3,7 +3,7 @@
 #   bash scripts/device.sh pack        here (no GPU): build the release tree and gather the binaries plus the shared
 #                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default: tests + bench, ~8 min) | tests |
-#                                      unit | sanitize | bench | sala | kernels | graphs | profile | eval | sweep,
+#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | profile | eval | sweep,
 #                                      or several joined by commas (a call stops at 10 min, and only 8 files under
 #                                      $OUT come back).
 #                                      tests = unit (the GPU tests) + sanitize (compute-sanitizer memcheck +
@@ -11,6 +11,8 @@
 #                                      sala: SALA-9B bench at 32K-1M and batch 32 (no peer); kernels: the kernel
 #                                      benchmarks (bench_gemm_lightning, bench_attention, ...);
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
+#                                      fuse: the same A/B for the fused op pairs (SALA_CUDA_FUSE), and the 32K
+#                                      batch-1 decode profile;
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -80,8 +82,8 @@ if has sanitize; then
   # the sanitizers on a quick subset (the ops harness on the GPU, the kernels' small cases, recorded decode steps and
   # GPU draws), each under a deadline so a slow tool cannot eat the session
   declare -A filt=(
-    [memcheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaInfllmv2Select.Ties*'
-    [racecheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
+    [memcheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaGemm.Silu*:CudaInfllmv2Select.Ties*'
+    [racecheck]='Every/BackendOps.*/cuda:CudaGemm.Silu*:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
   for tool in memcheck racecheck; do
     if timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="${filt[$tool]}" \
         > "$OUT/sanitizer_$tool.log" 2>&1; then
@@ -127,6 +129,23 @@ if has graphs; then
   summary+=("decode with CUDA graphs (1) and without (0), SALA-9B at 32K:")
   for g in 1 0; do
     summary+=("  graphs=$g b1: $(grep -E '^minicpm' "$OUT/bench_graphs_$g.txt" | awk '{print $7" tok/s"}') b32: $(grep -E '^minicpm' "$OUT/bench_graphs_b32_$g.txt" | awk '{print $7" tok/s"}')")
+  done
+fi
+
+if has fuse; then
+  # A/B of the fused op pairs (gate|up product + SwiGLU, output norm + gate) in one run: SALA_CUDA_FUSE=0 runs
+  # them as two ops each; then the eager per-op decode profile at 32K, batch 1, fused
+  J=$OUT/bench_fuse.jsonl
+  for f in 1 0; do
+    SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k --decode 64 --out "$J" 2>&1 \
+      | tee "$OUT/bench_fuse_$f.txt" || status=1
+    SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 \
+      | tee "$OUT/bench_fuse_b32_$f.txt" || status=1
+  done
+  "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --profile --out "$J" > "$OUT/profile_decode_32k.txt" 2>&1 || status=1
+  summary+=("decode with the fused op pairs (1) and without (0), SALA-9B, tok/s:")
+  for f in 1 0; do
+    summary+=("  fuse=$f b1 32K/128K: $(grep -E '^minicpm' "$OUT/bench_fuse_$f.txt" | awk '{printf "%s ", $7}') b32 32K: $(grep -E '^minicpm' "$OUT/bench_fuse_b32_$f.txt" | awk '{print $7}')")
   done
 fi
 

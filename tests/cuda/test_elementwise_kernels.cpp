@@ -253,6 +253,35 @@ TEST(CudaElementwise, RmsNormRowsMatchesCpu) {
   }
 }
 
+// The gated form (Lightning's output norm then its gate z) against the two unfused launches, bitwise, and against
+// the CPU's two ops; the vector path (width % 4 == 0) and the scalar one.
+TEST(CudaElementwise, RmsNormRowsGateIsNormThenGate) {
+  for (auto [width, ldx, ldg] : {std::tuple{4096, 4096, 4096 * 4}, std::tuple{1002, 1003, 1005}}) {
+    const int N = 9;
+    auto x = randn(size_t(N) * ldx, 2.0f), g = randn(size_t(N) * ldg, 3.0f), w = randn(size_t(width));
+    auto xb = to_bf16(x);
+    auto gb = to_bf16(g);
+    auto wb = to_bf16(w);
+    Dev<uint16_t> fused(xb), apart(xb), dg(gb), dw(wb);
+    const auto* gp = reinterpret_cast<const bf16*>(dg.p);
+    const auto* wp = reinterpret_cast<const bf16*>(dw.p);
+    cuda::rmsnorm_rows(reinterpret_cast<bf16*>(fused.p), ldx, wp, 1e-6f, N, width, nullptr, gp, ldg);
+    cuda::rmsnorm_rows(reinterpret_cast<bf16*>(apart.p), ldx, wp, 1e-6f, N, width, nullptr);
+    cuda::mul_sigmoid(reinterpret_cast<bf16*>(apart.p), ldx, gp, ldg, N, width, nullptr);
+    sync();
+    const auto got = fused.get<uint16_t>(), want_bits = apart.get<uint16_t>();
+    EXPECT_EQ(got, want_bits) << "width " << width << ": fused != rmsnorm_rows + mul_sigmoid";
+    std::vector<float> dense(size_t(N) * width), want(dense.size());
+    for (int r = 0; r < N; ++r)
+      for (int i = 0; i < width; ++i) dense[size_t(r) * width + i] = x[size_t(r) * ldx + i];
+    cpu::rmsnorm(want.data(), dense.data(), w.data(), N, width, 1e-6f);
+    for (int r = 0; r < N; ++r) cpu::mul_sigmoid(want.data() + size_t(r) * width, g.data() + size_t(r) * ldg, width);
+    EXPECT_LT(block_err(got, ldx, 0, N, 0, width, want, width, 0, "rmsnorm_rows gate"), 2e-2) << "width " << width;
+    for (int r = 0; r < N; ++r)
+      for (int i = width; i < ldx; ++i) ASSERT_EQ(got[size_t(r) * ldx + i], xb[size_t(r) * ldx + i]) << "outside width";
+  }
+}
+
 TEST(CudaElementwise, SiluMulMatchesCpu) {
   for (int inter : {16384, 1001, 3}) {
     const int N = 33;
@@ -669,6 +698,49 @@ TEST(CudaGemm, GemvMatchesCpu) {
   }
   check_gemv(1, 16384, 300, 16384, 300, false);
   check_gemv(3, 16384, 13, 16384, 16, true);
+}
+
+// The SwiGLU product (gemv_silu, Gemm::matmul_silu): m = silu(gate) * up over a fused gate|up matrix. Per gemv
+// version, bitwise the plain gemv of the same version followed by silu_mul (the fused epilogue must round as the
+// store between them does), and within bf16 rounding of the CPU; Gemm's tuned choice (gemv or cuBLASLt + silu_mul)
+// against the CPU at decode sizes and at a prefill size. in = 1032: v3's unequal quarters; inter = 77: a tail of
+// the 8 warps (v2: 16 pairs) of a CTA.
+TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
+  cuda::Gemm gemm;
+  for (auto [in, inter] : {std::pair{4096, 1000}, std::pair{1032, 77}}) {
+    const int out = 2 * inter;
+    for (int N : {1, 2, 5, 8, 77}) {
+      auto x = randn(size_t(N) * in), w = randn(size_t(out) * in, 0.05f);
+      auto xb = to_bf16(x);
+      auto wb = to_bf16(w);
+      Dev<uint16_t> dx(xb), dw(wb), dgu(size_t(N) * out), dm(size_t(N) * inter), dref(size_t(N) * inter);
+      const auto* xp = reinterpret_cast<const bf16*>(dx.p);
+      const auto* wp = reinterpret_cast<const bf16*>(dw.p);
+      std::vector<float> gu(size_t(N) * out), want(size_t(N) * inter);
+      cpu::matmul(gu.data(), x.data(), w.data(), N, in, out);
+      for (int r = 0; r < N; ++r)
+        cpu::silu_mul(want.data() + size_t(r) * inter, gu.data() + size_t(r) * out, gu.data() + size_t(r) * out + inter,
+                      inter);
+      const std::string tag = "N " + std::to_string(N) + " in " + std::to_string(in) + " inter " + std::to_string(inter);
+      for (int v = 1; N <= cuda::kGemvMaxRows && v <= cuda::kGemvVersions; ++v) {
+        dm.poison();
+        cuda::gemv_silu(reinterpret_cast<bf16*>(dm.p), inter, xp, in, wp, N, in, out, nullptr, v);
+        cuda::gemv(dgu.p, false, out, xp, in, wp, N, in, out, nullptr, v);
+        cuda::silu_mul(reinterpret_cast<bf16*>(dref.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
+        sync();
+        const auto got = dm.get<uint16_t>();
+        EXPECT_EQ(got, dref.get<uint16_t>()) << tag << " v" << v << ": gemv_silu != gemv + silu_mul";
+        EXPECT_LT(block_err(got, inter, 0, N, 0, inter, want, inter, 0, "gemv_silu"), 2e-2) << tag << " v" << v;
+      }
+      dm.poison();
+      gemm.matmul_silu(reinterpret_cast<bf16*>(dm.p), reinterpret_cast<bf16*>(dgu.p), xp, in, wp, N, in, out, nullptr);
+      sync();
+      EXPECT_LT(block_err(dm.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "matmul_silu"), 2e-2) << tag;
+    }
+  }
+  Dev<uint16_t> d(16);
+  auto* p = reinterpret_cast<bf16*>(d.p);
+  EXPECT_THROW(gemm.matmul_silu(p, p, p, 8, p, 1, 8, 3, nullptr), InternalError);  // an odd gate|up width
 }
 
 TEST(CudaGemm, GemvRefusesWhatItCannotRead) {

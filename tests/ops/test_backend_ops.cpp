@@ -193,6 +193,52 @@ TEST_P(BackendOps, ElementwiseOpsOnStridedViews) {
   EXPECT_LT(test::rel_max_err(got, want), bound(GetParam())) << "silu_mul";
 }
 
+// The fused pairs (a backend may run them as one kernel): the SwiGLU product over a gate|up matrix of two parts, at
+// decode row counts (CUDA: its gemv epilogue) and a prefill one, and the output norm followed by its gate over
+// strided views, each against the float64 of its two ops on the values the backend holds.
+TEST_P(BackendOps, FusedPairsMatchTheirTwoOps) {
+  const int64_t in = 256, inter = 200, w = 256, ld = 3 * w;
+  auto wg = bf16_randn(size_t(inter * in), 30, 0.05f), wu = bf16_randn(size_t(inter * in), 31, 0.05f);
+  auto nw = bf16_randn(size_t(w), 32, 0.3f);
+  const HostTensor parts[2] = {host("gate_proj", wg, inter, in), host("up_proj", wu, inter, in)};
+  const Mat W = be->add_matrix(parts);
+  const Vec nv = be->add_vector(host("n", nw, 1, w));
+  be->finish_weights();
+  plan(1, 128, 65);
+  for (int64_t N : {1, 4, 65}) {
+    const Step st = make_step({{N}}, {0});
+    be->begin_step(st);
+    Act x = be->scratch(0, N, in), gu = be->scratch(1, N, 2 * inter), m = be->scratch(2, N, inter);
+    const auto hx = bf16_randn(size_t(N * in), 40 + uint64_t(N));
+    be->write(x, hx);
+    be->linear_silu_mul(m, gu, x, W);
+    std::vector<double> want(size_t(N * inter));
+    for (int64_t t = 0; t < N; ++t)
+      for (int64_t o = 0; o < inter; ++o) {
+        double g = 0, u = 0;
+        for (int64_t i = 0; i < in; ++i) {
+          g += double(hx[size_t(t * in + i)]) * wg[size_t(o * in + i)];
+          u += double(hx[size_t(t * in + i)]) * wu[size_t(o * in + i)];
+        }
+        want[size_t(t * inter + o)] = g / (1 + std::exp(-g)) * u;
+      }
+    std::vector<float> got;
+    be->read(got, m);
+    EXPECT_LT(test::rel_max_err(got, want), bound(GetParam())) << "linear_silu_mul N=" << N;
+
+    Act xg = be->scratch(3, N, ld), o = be->scratch(4, N, w);
+    const auto hg = bf16_randn(size_t(N * ld), 50 + uint64_t(N)), ho = bf16_randn(size_t(N * w), 60 + uint64_t(N), 2);
+    be->write(xg, hg);
+    be->write(o, ho);
+    be->rmsnorm_rows_gate(o, nv, 1e-6f, xg.cols_view(w, w));
+    auto want_n = ref::rmsnorm(f64(ho), f64(nw), 1e-6, int(w));
+    for (int64_t t = 0; t < N; ++t)
+      for (int64_t i = 0; i < w; ++i) want_n[size_t(t * w + i)] /= 1 + std::exp(-double(hg[size_t(t * ld + w + i)]));
+    be->read(got, o);
+    EXPECT_LT(test::rel_max_err(got, want_n), bound(GetParam())) << "rmsnorm_rows_gate N=" << N;
+  }
+}
+
 TEST_P(BackendOps, QkNormRopeAtEachSequencesPositions) {
   const int64_t Hq = 16, Hkv = 4, D = 64, ld = (Hq + Hkv) * D + 8;
   auto qn = bf16_randn(size_t(D), 8, 0.2f), kn = bf16_randn(size_t(D), 9, 0.2f);

@@ -159,6 +159,16 @@ class Backend {
   virtual void silu_mul(Act out, const Act& gate_up) = 0;            // out = silu(gate) * up, gate_up = gate | up
   virtual void mul_sigmoid(Act x, const Act& g) = 0;                 // x *= sigmoid(g)
   virtual void rmsnorm_rows(Act x, Vec w, float eps) = 0;            // whole-row RMSNorm in place
+  // Fused pairs of the ops above, for backends that save a pass (a launch per layer in decode) by running them as
+  // one; each must equal its two ops bitwise. gate_up (rows, 2 inter) may be left unwritten.
+  virtual void linear_silu_mul(Act out, Act gate_up, const Act& x, Mat w) {  // out = silu(gate) * up, x w^T = gate | up
+    linear(gate_up, x, w);
+    silu_mul(out, gate_up);
+  }
+  virtual void rmsnorm_rows_gate(Act x, Vec w, float eps, const Act& g) {  // rmsnorm_rows, then x *= sigmoid(g)
+    rmsnorm_rows(x, w, eps);
+    mul_sigmoid(x, g);
+  }
   // Lightning layer `layer` (index among all layers): o (N, H*D) from q, k, v columns of x.
   virtual void lightning(Act o, const Act& x, int64_t q_off, int64_t k_off, int64_t v_off, int layer,
                          const float* log_decay, float scale, int64_t H, int64_t Hkv, int64_t D) = 0;

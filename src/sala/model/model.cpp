@@ -349,8 +349,13 @@ void Model::mixer(int l, const LayerHandles& L, const Act& xn, Act out, const St
       be_->read_state(buf, l, step.seqs[0].slot);
       tr->set_f32(tag + "lightning.state", buf.data(), {Hq, D, D});
     }
-    if (cfg_.use_output_norm) be_->rmsnorm_rows(o, L.o_norm, eps);  // one norm over all heads
-    if (cfg_.use_output_gate) be_->mul_sigmoid(o, qkv.cols_view(g_off, Hq * D));
+    // one norm over all heads, then the gate z
+    if (cfg_.use_output_norm && cfg_.use_output_gate) {
+      be_->rmsnorm_rows_gate(o, L.o_norm, eps, qkv.cols_view(g_off, Hq * D));
+    } else {
+      if (cfg_.use_output_norm) be_->rmsnorm_rows(o, L.o_norm, eps);
+      if (cfg_.use_output_gate) be_->mul_sigmoid(o, qkv.cols_view(g_off, Hq * D));
+    }
   } else {
     const bool sparse_layer = L.kind == LayerKind::Sparse;
     be_->kv_append(l, qkv, k_off, v_off, sparse_layer);
@@ -405,8 +410,7 @@ void Model::run_step(const Step& step, std::span<const Item> items, Trace* tr) c
     mixer(l, L, xn, a, step, tr);
     if (tr) trace_act(tag + "mixer_out", a, {N, hid});
     be_->add_rmsnorm(h, &a, rs, &xn, L.post_norm, eps, 1.0f);
-    be_->linear(gu, xn, L.gate_up);
-    be_->silu_mul(m, gu);  // F.silu(gate(x)) * up(x)
+    be_->linear_silu_mul(m, gu, xn, L.gate_up);  // F.silu(gate(x)) * up(x)
     be_->linear(a, m, L.down);
     if (tr) {
       trace_act(tag + "mlp_out", a, {N, hid});

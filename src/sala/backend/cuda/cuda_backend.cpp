@@ -81,6 +81,8 @@ class CudaBackend final : public Backend {
     gemm_ = std::make_unique<Gemm>();
     const char* g = std::getenv("SALA_CUDA_GRAPHS");  // 0: every step eager (A/B timing, debugging)
     graphs_enabled_ = !(g && std::strcmp(g, "0") == 0);
+    const char* f = std::getenv("SALA_CUDA_FUSE");  // 0: the fused op pairs run as their two ops (A/B timing)
+    fuse_ = !(f && std::strcmp(f, "0") == 0);
   }
   ~CudaBackend() override {
     abandon_capture();
@@ -250,6 +252,23 @@ class CudaBackend final : public Backend {
     const OpScope t(this, "silu * up");
     cuda::silu_mul(static_cast<bf16*>(out.data), static_cast<const bf16*>(gu.data), int(out.rows), int(out.cols),
                    stream_);
+  }
+  void linear_silu_mul(Act out, Act gu, const Act& x, Mat m) override {
+    SALA_CHECK(out.ld == out.cols && gu.ld == gu.cols && gu.cols == m.out && out.cols * 2 == m.out && x.cols == m.in &&
+               x.rows == gu.rows && out.rows == gu.rows && x.dtype == DType::BF16);
+    if (!fuse_) return Backend::linear_silu_mul(out, gu, x, m);
+    if (replaying()) return;
+    const OpScope t(this, profiling_ ? mat_labels_[size_t(m.id)] + " + silu * up" : std::string());
+    gemm_->matmul_silu(static_cast<bf16*>(out.data), static_cast<bf16*>(gu.data), static_cast<const bf16*>(x.data),
+                       int(x.ld), w(mats_[size_t(m.id)]), int(x.rows), int(m.in), int(m.out), stream_);
+  }
+  void rmsnorm_rows_gate(Act x, Vec wv, float eps, const Act& g) override {
+    SALA_CHECK(g.rows == x.rows && g.cols == x.cols);
+    if (!fuse_) return Backend::rmsnorm_rows_gate(x, wv, eps, g);
+    if (replaying()) return;
+    const OpScope t(this, "rmsnorm rows * sigmoid(gate)");
+    cuda::rmsnorm_rows(static_cast<bf16*>(x.data), int(x.ld), w(vecs_[size_t(wv.id)]), eps, int(x.rows), int(x.cols),
+                       stream_, static_cast<const bf16*>(g.data), int(g.ld));
   }
   void mul_sigmoid(Act x, const Act& g) override {
     if (replaying()) return;
@@ -557,6 +576,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> event_pool_;
   OpTimes profile_;
   std::vector<std::string> mat_labels_;
+  bool fuse_ = true;  // SALA_CUDA_FUSE=0: linear_silu_mul and rmsnorm_rows_gate as their two ops
   GraphKey graph_key_;
   std::map<GraphKey, Graph> graphs_;
   bool graphs_enabled_ = true;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "sala/backend/cuda/activation.cuh"
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
@@ -112,8 +113,10 @@ __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict
 // ---- rmsnorm_rows (bf16 in place) ---------------------------------------------------------------------------------
 
 template <int VEC>
-__global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ w, float eps, int width) {
+__global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ w, float eps, int width,
+                                    const bf16* __restrict__ g, int ldg) {
   bf16* xr = x + size_t(blockIdx.x) * ldx;
+  const bf16* gr = g ? g + size_t(blockIdx.x) * ldg : nullptr;
   float ss = 0.f;
   for (int i = threadIdx.x * VEC; i < width; i += kRowThreads * VEC) {
     if constexpr (VEC == 4) {
@@ -125,12 +128,21 @@ __global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* _
     }
   }
   const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
+  const auto rbf = [](float f) { return __bfloat162float(__float2bfloat16_rn(f)); };  // the unfused ops' store
   for (int i = threadIdx.x * VEC; i < width; i += kRowThreads * VEC) {
     if constexpr (VEC == 4) {
-      const float4 v = load_bf4(xr + i), g = load_bf4(w + i);
-      store_bf4(xr + i, make_float4((v.x * inv) * g.x, (v.y * inv) * g.y, (v.z * inv) * g.z, (v.w * inv) * g.w));
+      const float4 v = load_bf4(xr + i), wv = load_bf4(w + i);
+      float4 y = make_float4((v.x * inv) * wv.x, (v.y * inv) * wv.y, (v.z * inv) * wv.z, (v.w * inv) * wv.w);
+      if (gr) {
+        const float4 gv = load_bf4(gr + i);
+        y = make_float4(detail::times_sigmoid(rbf(y.x), gv.x), detail::times_sigmoid(rbf(y.y), gv.y),
+                        detail::times_sigmoid(rbf(y.z), gv.z), detail::times_sigmoid(rbf(y.w), gv.w));
+      }
+      store_bf4(xr + i, y);
     } else {
-      xr[i] = __float2bfloat16((bf(xr[i]) * inv) * bf(w[i]));
+      float y = (bf(xr[i]) * inv) * bf(w[i]);
+      if (gr) y = detail::times_sigmoid(rbf(y), bf(gr[i]));
+      xr[i] = __float2bfloat16(y);
     }
   }
 }
@@ -240,11 +252,10 @@ __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__
   for (int i = (b * kRowThreads + threadIdx.x) * VEC; i < inter; i += bpr * kRowThreads * VEC) {
     if constexpr (VEC == 4) {
       const float4 a = load_bf4(g + i), b = load_bf4(u + i);
-      store_bf4(o + i, make_float4(a.x / (1.0f + expf(-a.x)) * b.x, a.y / (1.0f + expf(-a.y)) * b.y,
-                                   a.z / (1.0f + expf(-a.z)) * b.z, a.w / (1.0f + expf(-a.w)) * b.w));
+      store_bf4(o + i, make_float4(detail::silu_times(a.x, b.x), detail::silu_times(a.y, b.y),
+                                   detail::silu_times(a.z, b.z), detail::silu_times(a.w, b.w)));
     } else {
-      const float a = bf(g[i]);
-      o[i] = __float2bfloat16(a / (1.0f + expf(-a)) * bf(u[i]));
+      o[i] = __float2bfloat16(detail::silu_times(bf(g[i]), bf(u[i])));
     }
   }
 }
@@ -258,10 +269,10 @@ __global__ void mul_sigmoid_kernel(bf16* __restrict__ x, int ldx, const bf16* __
   for (int i = (b * kRowThreads + threadIdx.x) * VEC; i < width; i += bpr * kRowThreads * VEC) {
     if constexpr (VEC == 4) {
       const float4 a = load_bf4(xr + i), b = load_bf4(gr + i);
-      store_bf4(xr + i, make_float4(a.x * (1.0f / (1.0f + expf(-b.x))), a.y * (1.0f / (1.0f + expf(-b.y))),
-                                    a.z * (1.0f / (1.0f + expf(-b.z))), a.w * (1.0f / (1.0f + expf(-b.w)))));
+      store_bf4(xr + i, make_float4(detail::times_sigmoid(a.x, b.x), detail::times_sigmoid(a.y, b.y),
+                                    detail::times_sigmoid(a.z, b.z), detail::times_sigmoid(a.w, b.w)));
     } else {
-      xr[i] = __float2bfloat16(bf(xr[i]) * (1.0f / (1.0f + expf(-bf(gr[i])))));
+      xr[i] = __float2bfloat16(detail::times_sigmoid(bf(xr[i]), bf(gr[i])));
     }
   }
 }
@@ -349,13 +360,15 @@ void mul_sigmoid(bf16* x, int ldx, const bf16* g, int ldg, int N, int width, cud
   SALA_CUDA_CHECK_LAUNCH();
 }
 
-void rmsnorm_rows(bf16* x, int ldx, const bf16* w, float eps, int N, int width, cudaStream_t s) {
+void rmsnorm_rows(bf16* x, int ldx, const bf16* w, float eps, int N, int width, cudaStream_t s, const bf16* g,
+                  int ldg) {
   SALA_CUDA_REQUIRE(N >= 0 && width > 0 && ldx >= width && w, "rmsnorm_rows");
+  SALA_CUDA_REQUIRE(!g || ldg >= width, "rmsnorm_rows");
   if (N == 0) return;
-  if (width % 4 == 0 && ldx % 4 == 0 && aligned(x, 8) && aligned(w, 8))
-    rmsnorm_rows_kernel<4><<<N, kRowThreads, 0, s>>>(x, ldx, w, eps, width);
+  if (width % 4 == 0 && ldx % 4 == 0 && aligned(x, 8) && aligned(w, 8) && (!g || (ldg % 4 == 0 && aligned(g, 8))))
+    rmsnorm_rows_kernel<4><<<N, kRowThreads, 0, s>>>(x, ldx, w, eps, width, g, ldg);
   else
-    rmsnorm_rows_kernel<1><<<N, kRowThreads, 0, s>>>(x, ldx, w, eps, width);
+    rmsnorm_rows_kernel<1><<<N, kRowThreads, 0, s>>>(x, ldx, w, eps, width, g, ldg);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

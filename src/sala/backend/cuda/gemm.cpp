@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sala/backend/cuda/cuda_check.h"
+#include "sala/backend/cuda/kernels.h"
 #include "sala/core/error.h"
 
 namespace sala::cuda {
@@ -30,7 +31,8 @@ struct Key {
   int N, in, out, ldx, ldy;
   bool f32;
   uint32_t ax, aw, ay;
-  auto tie() const { return std::tie(N, in, out, ldx, ldy, f32, ax, aw, ay); }
+  bool silu = false;  // matmul_silu: tuned apart (its gemv has another epilogue, its cuBLASLt path one more kernel)
+  auto tie() const { return std::tie(N, in, out, ldx, ldy, f32, ax, aw, ay, silu); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
 
@@ -171,12 +173,25 @@ void Gemm::matmul_f32(float* y, int ldy, const __nv_bfloat16* x, int ldx, const 
   run(y, true, ldy, x, ldx, w, N, in, out, s);
 }
 
+void Gemm::matmul_silu(__nv_bfloat16* m, __nv_bfloat16* gu, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w,
+                       int N, int in, int out, cudaStream_t s) {
+  run(gu, false, out, x, ldx, w, N, in, out, s, m);
+}
+
 void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w, int N, int in, int out,
-               cudaStream_t s) {
-  const Key k{N,   in, out, ldx, ldy, f32, alignment_of(x, int64_t(ldx) * 2), alignment_of(w, int64_t(in) * 2),
-              alignment_of(y, int64_t(ldy) * (f32 ? 4 : 2))};
-  if (N < 0 || in <= 0 || out <= 0 || ldx < in || ldy < out)
-    throw InternalError(fmt::format("Gemm: bad shape {}", shape_text(k)));
+               cudaStream_t s, __nv_bfloat16* silu) {
+  const Key k{N,
+              in,
+              out,
+              ldx,
+              ldy,
+              f32,
+              alignment_of(x, int64_t(ldx) * 2),
+              alignment_of(w, int64_t(in) * 2),
+              alignment_of(y, int64_t(ldy) * (f32 ? 4 : 2)),
+              silu != nullptr};
+  if (N < 0 || in <= 0 || out <= 0 || ldx < in || ldy < out || (silu && (f32 || out % 2 != 0)))
+    throw InternalError(fmt::format("Gemm: bad shape {}{}", shape_text(k), silu ? " (silu)" : ""));
   if (N == 0) return;
   std::lock_guard<std::mutex> lock(impl_->mu);
   const bool gemv_ok = impl_->use_gemv && impl_->tune_small && gemv_supported(x, ldx, w, N, in);
@@ -188,13 +203,20 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
   }
   Plan& p = it->second;
   auto run_gemv = [&](int version) {
-    gemv(y, f32, ldy, static_cast<const __nv_bfloat16*>(x), ldx, static_cast<const __nv_bfloat16*>(w), N, in, out, s,
-         version);
+    const auto* xb = static_cast<const __nv_bfloat16*>(x);
+    const auto* wb = static_cast<const __nv_bfloat16*>(w);
+    if (silu)
+      gemv_silu(silu, out / 2, xb, ldx, wb, N, in, out, s, version);
+    else
+      gemv(y, f32, ldy, xb, ldx, wb, N, in, out, s, version);
   };
   const float alpha = 1.0f, beta = 0.0f;
   auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo,
-                          impl_->workspace, impl_->workspace_bytes, s);
+    const cublasStatus_t st = cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d,
+                                             &algo, impl_->workspace, impl_->workspace_bytes, s);
+    if (st == CUBLAS_STATUS_SUCCESS && silu)
+      cuda::silu_mul(silu, static_cast<const __nv_bfloat16*>(y), N, out / 2, s);
+    return st;
   };
   if (!p.tuned) {
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;

@@ -7,12 +7,15 @@
 // by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
 // by shuffles. Three versions (kernel lab): v1 a row per warp, v2 two rows per warp with their loads interleaved
 // (both without shared memory or barriers: a warp finishes when its rows do), v3 four warps per row (split along in,
-// summed in shared memory); Gemm's tuning times all three. Tried and slower (bench/results, 2026-12-01): 16 loads a
+// summed in shared memory); Gemm's tuning times all three. gemv_silu is the same product over a fused gate|up matrix
+// whose epilogue stores silu(gate) * up (SwiGLU) instead of the two halves: a warp (v3: a CTA) sums a gate row and
+// its up row together, and decode saves the silu_mul launch. Tried and slower (bench/results, 2026-12-01): 16 loads a
 // lane in flight; a programmatic dependent launch prefetching the weights; each row's walk starting at a
 // row-dependent offset (so that the warps in flight read different offsets of their 32 KB rows): 2-7% slower at
 // every shape, down_proj included.
 #include <cstdint>
 
+#include "sala/backend/cuda/activation.cuh"
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/gemm.h"
@@ -43,17 +46,38 @@ __device__ __forceinline__ float dot8(float acc, const uint4& a, const uint4& b)
   return acc;
 }
 
-// RPW rows per warp, their loads interleaved (RPW = 2: sixteen 16-byte loads in flight per lane).
-template <int N, bool F32, int RPW>
+// The output of a row's fp32 sum (F32: fp32, else bf16) and, for kSilu, of a gate|up pair: the bf16 gate and up rows
+// as a plain product would store them, then silu(gate) * up rounded once more (silu_mul's math, activation.cuh).
+template <bool F32>
+__device__ __forceinline__ void store_row(void* y, size_t at, float v) {
+  if constexpr (F32)
+    static_cast<float*>(y)[at] = v;
+  else
+    static_cast<bf16*>(y)[at] = __float2bfloat16_rn(v);
+}
+__device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u) {
+  const auto rbf = [](float f) { return __bfloat162float(__float2bfloat16_rn(f)); };
+  static_cast<bf16*>(y)[at] = __float2bfloat16_rn(detail::silu_times(rbf(g), rbf(u)));
+}
+
+// RPW rows per warp, their loads interleaved (RPW = 2: sixteen 16-byte loads in flight per lane). kSilu: the warp's
+// rows are RPW / 2 gate rows p and their up rows p + out / 2, and y (N, out / 2) gets silu(gate) * up.
+template <int N, bool F32, int RPW, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
+  static_assert(!kSilu || (RPW % 2 == 0 && !F32), "a silu pair is a gate row and its up row, stored bf16");
+  constexpr int kOuts = kSilu ? RPW / 2 : RPW;  // output rows of a warp
   const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * RPW;
-  if (row0 >= out) return;  // warp-uniform
+  const int outs = kSilu ? out / 2 : out;
+  const int o0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * kOuts;
+  if (o0 >= outs) return;  // warp-uniform
   const int chunks = in / 8;
   const uint4* wr[RPW];
 #pragma unroll
-  for (int i = 0; i < RPW; ++i) wr[i] = reinterpret_cast<const uint4*>(w + size_t(min(row0 + i, out - 1)) * in);
+  for (int i = 0; i < RPW; ++i) {
+    const int r = min(o0 + i % kOuts, outs - 1) + (kSilu ? (i / kOuts) * outs : 0);
+    wr[i] = reinterpret_cast<const uint4*>(w + size_t(r) * in);
+  }
   float acc[RPW][N];
 #pragma unroll
   for (int i = 0; i < RPW; ++i)
@@ -87,35 +111,39 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
     }
   }
 #pragma unroll
-  for (int i = 0; i < RPW; ++i) {
-    const int row = row0 + i;
+  for (int i = 0; i < RPW; ++i)
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
-      float v = acc[i][n];
+    for (int n = 0; n < N; ++n)
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == n && row < out) {
-        if constexpr (F32)
-          static_cast<float*>(y)[size_t(n) * ldy + row] = v;
+      for (int o = 16; o > 0; o >>= 1) acc[i][n] += __shfl_xor_sync(0xffffffffu, acc[i][n], o);
+#pragma unroll
+  for (int i = 0; i < kOuts; ++i) {
+    const int row = o0 + i;
+#pragma unroll
+    for (int n = 0; n < N; ++n)
+      if (lane == n && row < outs) {
+        if constexpr (kSilu)
+          store_silu(y, size_t(n) * ldy + row, acc[i][n], acc[i + kOuts][n]);
         else
-          static_cast<bf16*>(y)[size_t(n) * ldy + row] = __float2bfloat16_rn(v);
+          store_row<F32>(y, size_t(n) * ldy + row, acc[i][n]);
       }
-    }
   }
 }
 
 // v3: kSplit warps per row, each over a contiguous quarter of the row's chunks; the partial sums meet in shared
 // memory. For short, wide products (down_proj: 4096 rows of 16384) whose one-warp rows leave the GPU with too few
-// warps, each walking 64 chunks per lane in series.
+// warps, each walking 64 chunks per lane in series. kSilu: the CTA's two rows are gate row p and up row p + out / 2.
 constexpr int kSplit = 4;
-template <int N, bool F32>
+template <int N, bool F32, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restrict__ y, int ldy,
                                                                 const bf16* __restrict__ x, int ldx,
                                                                 const bf16* __restrict__ w, int in, int out) {
   constexpr int kRowsPerCta = kWarps / kSplit;
+  static_assert(!kSilu || (kRowsPerCta == 2 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   __shared__ float part[kWarps][N];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int row = blockIdx.x * kRowsPerCta + warp / kSplit, q = warp % kSplit;
+  const int row = kSilu ? blockIdx.x + (warp / kSplit) * (out / 2) : blockIdx.x * kRowsPerCta + warp / kSplit;
+  const int q = warp % kSplit;
   const int chunks = in / 8, c0 = int((long long)chunks * q / kSplit), c1 = int((long long)chunks * (q + 1) / kSplit);
   float acc[N];
 #pragma unroll
@@ -148,44 +176,62 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
     if (lane == n) part[warp][n] = v;
   }
   __syncthreads();
-  const int t = threadIdx.x, r = t / N, n = t % N;  // one thread per (row of the CTA, x row)
-  if (t < kRowsPerCta * N) {
-    const int orow = blockIdx.x * kRowsPerCta + r;
-    if (orow < out) {
-      float v = 0.f;
+  const auto row_sum = [&](int r, int n) {
+    float v = 0.f;
 #pragma unroll
-      for (int k = 0; k < kSplit; ++k) v += part[r * kSplit + k][n];
-      if constexpr (F32)
-        static_cast<float*>(y)[size_t(n) * ldy + orow] = v;
-      else
-        static_cast<bf16*>(y)[size_t(n) * ldy + orow] = __float2bfloat16_rn(v);
-    }
+    for (int k = 0; k < kSplit; ++k) v += part[r * kSplit + k][n];
+    return v;
+  };
+  const int t = threadIdx.x;
+  if constexpr (kSilu) {  // one thread per x row
+    if (t < N) store_silu(y, size_t(t) * ldy + blockIdx.x, row_sum(0, t), row_sum(1, t));
+  } else {  // one thread per (row of the CTA, x row)
+    const int r = t / N, n = t % N, orow = blockIdx.x * kRowsPerCta + r;
+    if (t < kRowsPerCta * N && orow < out) store_row<F32>(y, size_t(n) * ldy + orow, row_sum(r, n));
   }
 }
 
-template <int N, int RPW>
+template <int N, int RPW, bool kSilu>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, cudaStream_t s) {
-  const unsigned grid = unsigned((out + kWarps * RPW - 1) / (kWarps * RPW));
-  if (f32)
-    gemv_kernel<N, true, RPW><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
-  else
-    gemv_kernel<N, false, RPW><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+  const int outs = kSilu ? out / 2 : out, per_cta = kWarps * (kSilu ? RPW / 2 : RPW);
+  const unsigned grid = unsigned((outs + per_cta - 1) / per_cta);
+  if (f32) {
+    if constexpr (!kSilu) gemv_kernel<N, true, RPW, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+  } else {
+    gemv_kernel<N, false, RPW, kSilu><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+  }
 }
 
-template <int N>
-void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, int rpw,
+// Versions: 1 a row (silu: a gate|up pair) per warp, 2 two rows (pairs) per warp, 3 kSplit warps per row.
+template <int N, bool kSilu>
+void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, int version,
             cudaStream_t s) {
-  if (rpw == 3) {
+  if (version == 3) {
     constexpr int kRowsPerCta = kWarps / kSplit;
-    const unsigned grid = unsigned((out + kRowsPerCta - 1) / kRowsPerCta);
-    if (f32)
-      gemv_split_kernel<N, true><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    const unsigned grid = unsigned(kSilu ? out / 2 : (out + kRowsPerCta - 1) / kRowsPerCta);
+    if (kSilu || !f32)
+      gemv_split_kernel<N, false, kSilu><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
     else
-      gemv_split_kernel<N, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
-  } else if (rpw == 2) {
-    launch<N, 2>(y, f32, ldy, x, ldx, w, in, out, s);
+      gemv_split_kernel<N, true, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+  } else if (version == 2) {
+    launch<N, kSilu ? 4 : 2, kSilu>(y, f32, ldy, x, ldx, w, in, out, s);
   } else {
-    launch<N, 1>(y, f32, ldy, x, ldx, w, in, out, s);
+    launch<N, kSilu ? 2 : 1, kSilu>(y, f32, ldy, x, ldx, w, in, out, s);
+  }
+}
+
+template <bool kSilu>
+void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
+              cudaStream_t s) {
+  switch (N) {
+    case 1: launch<1, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    case 2: launch<2, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    case 3: launch<3, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    case 4: launch<4, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    case 5: launch<5, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    case 6: launch<6, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    case 7: launch<7, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
+    default: launch<8, kSilu>(y, f32, ldy, x, ldx, w, in, out, version, s); break;
   }
 }
 
@@ -200,17 +246,16 @@ void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int
           int version) {
   SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && ldy >= out && ldx >= in, "gemv");
   SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv");
-  const int r = version;
-  switch (N) {
-    case 1: launch<1>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    case 2: launch<2>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    case 3: launch<3>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    case 4: launch<4>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    case 5: launch<5>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    case 6: launch<6>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    case 7: launch<7>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-    default: launch<8>(y, f32, ldy, x, ldx, w, in, out, r, s); break;
-  }
+  dispatch<false>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+  SALA_CUDA_CHECK_LAUNCH();
+}
+
+void gemv_silu(bf16* m, int ldm, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,
+               int version) {
+  SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && out % 2 == 0 && ldm >= out / 2 && ldx >= in,
+                    "gemv_silu");
+  SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv_silu");
+  dispatch<true>(m, false, ldm, x, ldx, w, N, in, out, version, s);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

@@ -75,8 +75,11 @@ void silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s);
 // x[r][i] = bf16(x[r][i] * sigmoid(g[r][i])) for i < width (the output gates o_gate and z).
 void mul_sigmoid(bf16* x, int ldx, const bf16* g, int ldg, int N, int width, cudaStream_t s);
 
-// RMSNorm over the whole row (Lightning's output norm over H*D channels), in place, weight bf16.
-void rmsnorm_rows(bf16* x, int ldx, const bf16* w, float eps, int N, int width, cudaStream_t s);
+// RMSNorm over the whole row (Lightning's output norm over H*D channels), in place, weight bf16. With a gate g
+// (ldg >= width), then x *= sigmoid(g) in the same pass: bitwise rmsnorm_rows followed by mul_sigmoid (the normed
+// value is rounded to bf16 before the gate, as the store between the two ops rounds it).
+void rmsnorm_rows(bf16* x, int ldx, const bf16* w, float eps, int N, int width, cudaStream_t s,
+                  const bf16* g = nullptr, int ldg = 0);
 
 // ---- Lightning (constant-decay linear attention, fp32 state) -----------------------------------------------------
 
