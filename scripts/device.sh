@@ -11,8 +11,8 @@
 #                                      sala: SALA-9B bench at 32K-1M and batch 32 (no peer); kernels: the kernel
 #                                      benchmarks (bench_gemm_lightning, bench_attention, ...);
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
-#                                      fuse: the same A/B for the fused op pairs (SALA_CUDA_FUSE), and the 32K
-#                                      batch-1 decode profile;
+#                                      fuse: decode A/B of programmatic dependent launch (SALA_CUDA_PDL) and
+#                                      the fused op pairs (SALA_CUDA_FUSE), and the 32K batch-1 decode profile;
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -133,19 +133,26 @@ if has graphs; then
 fi
 
 if has fuse; then
-  # A/B of the fused op pairs (gate|up product + SwiGLU, output norm + gate) in one run: SALA_CUDA_FUSE=0 runs
-  # them as two ops each; then the eager per-op decode profile at 32K, batch 1, fused
+  # A/B in one run of the decode launch tricks: SALA_CUDA_PDL=0 launches every kernel plainly (no programmatic
+  # dependent launch), SALA_CUDA_FUSE=0 runs the fused op pairs (gate|up product + SwiGLU, output norm + gate) as two
+  # ops each; then the eager per-op decode profile at 32K, batch 1
   J=$OUT/bench_fuse.jsonl
-  for f in 1 0; do
-    SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k --decode 64 --out "$J" 2>&1 \
-      | tee "$OUT/bench_fuse_$f.txt" || status=1
-    SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 \
-      | tee "$OUT/bench_fuse_b32_$f.txt" || status=1
+  for pf in 11 01 10 00; do
+    p=${pf:0:1} f=${pf:1:1}
+    lens=32k
+    [[ $p == "$f" ]] && lens=32k,128k
+    SALA_CUDA_PDL=$p SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths $lens --decode 64 --out "$J" \
+      2>&1 | tee "$OUT/bench_fuse_$pf.txt" || status=1
+    if [[ $p == "$f" ]]; then
+      SALA_CUDA_PDL=$p SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 \
+        --out "$J" 2>&1 | tee "$OUT/bench_fuse_b32_$pf.txt" || status=1
+    fi
   done
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --profile --out "$J" > "$OUT/profile_decode_32k.txt" 2>&1 || status=1
-  summary+=("decode with the fused op pairs (1) and without (0), SALA-9B, tok/s:")
-  for f in 1 0; do
-    summary+=("  fuse=$f b1 32K/128K: $(grep -E '^minicpm' "$OUT/bench_fuse_$f.txt" | awk '{printf "%s ", $7}') b32 32K: $(grep -E '^minicpm' "$OUT/bench_fuse_b32_$f.txt" | awk '{print $7}')")
+  summary+=("decode tok/s, SALA-9B, by PDL (1st digit) and fused pairs (2nd):")
+  for pf in 11 01 10 00; do
+    b32=$( [[ -f $OUT/bench_fuse_b32_$pf.txt ]] && grep -E '^minicpm' "$OUT/bench_fuse_b32_$pf.txt" | awk '{print $7}')
+    summary+=("  $pf b1 32K(/128K): $(grep -E '^minicpm' "$OUT/bench_fuse_$pf.txt" | awk '{printf "%s ", $7}') b32 32K: ${b32:--}")
   done
 fi
 

@@ -300,7 +300,8 @@ TEST(CudaModel, ProfileTimesEveryOpAndChangesNoResult) {
   std::map<std::string, Backend::OpTime> by;
   for (const auto& o : pre) by[o.op] = o;
   for (const char* op : {"embed", "add + rmsnorm", "lightning", "select (stage 1 + top-k)", "attention sparse",
-                         "kv append + K1/K2", "silu * up", "linear gate_proj|up_proj", "linear down_proj", "linear lm_head"}) {
+                         "kv append + K1/K2", "linear gate_proj|up_proj + silu * up", "rmsnorm rows * sigmoid(gate)",
+                         "* sigmoid(gate)", "linear down_proj", "linear lm_head"}) {
     ASSERT_TRUE(by.count(op)) << op;
     EXPECT_GT(by[op].calls, 0) << op;
     EXPECT_GT(by[op].seconds, 0.0) << op;

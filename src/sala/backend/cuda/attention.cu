@@ -35,6 +35,7 @@
 #include "sala/backend/cuda/attn_common.cuh"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/launch.cuh"
 #include "sala/backend/cuda/util.h"
 #include "sala/backend/cuda/wgmma.cuh"
 
@@ -80,6 +81,8 @@ size_t attn_smem_bytes(int stages, bool sparse, int ulist_cap, int nblk_max) {
 template <int D, int kWarps, int kVer>
 __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_ATTN_WG_MINB : 1)
     attn_kernel(AttnParams P) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   static_assert(kVer != 3 || kWarps == 8, "v3 pairs two warpgroups");
   constexpr int kStageBytes = 2 * tile_bytes<D>(), kRing = kVer == 3 ? 3 : 2;  // K | V per stage
   constexpr int kThreads = kWarps * 32;
@@ -484,6 +487,8 @@ __global__ void __launch_bounds__(128) attn_combine_kernel(bf16* __restrict__ o,
                                                            const float* __restrict__ part_o,
                                                            const float* __restrict__ part_lse, int N, int Hq,
                                                            int splits) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   __shared__ float wgt[kMaxSplits];
   __shared__ float red[4][D];
   __shared__ float s_mx[4], s_sum[4];
@@ -538,6 +543,8 @@ __global__ void __launch_bounds__(128) attn_combine_kernel(bf16* __restrict__ o,
 // are merged through shared memory at the end. Sparse rows visit their own idx list (no union needed).
 template <int D>
 __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   constexpr int kThreads = 128;
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ float red_m[4][16], red_l[4][16];
@@ -775,7 +782,8 @@ void launch_attn(const AttnParams& prm, const AttnPlan& pl, size_t smem, cudaStr
     configured = true;
     configured_bytes = smem;
   }
-  attn_kernel<D, W, kVer><<<dim3(pl.tiles, prm.Hkv * pl.head_chunks, pl.splits), W * 32, smem, s>>>(prm);
+  detail::launch_pdl(attn_kernel<D, W, kVer>, dim3(pl.tiles, prm.Hkv * pl.head_chunks, pl.splits), W * 32, smem, s,
+                     prm);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -791,7 +799,7 @@ void run_attention(const AttnParams& prm, const AttnPlan& pl, cudaStream_t s) {
                                            int(smem)));
       configured = smem;
     }
-    attn_decode_kernel<D><<<dim3(prm.rows.N, prm.Hkv, pl.splits), 128, smem, s>>>(prm);
+    detail::launch_pdl(attn_decode_kernel<D>, dim3(prm.rows.N, prm.Hkv, pl.splits), 128, smem, s, prm);
     SALA_CUDA_CHECK_LAUNCH();
   } else {
     const size_t smem = attn_smem_bytes<D>(pl.ver == 3 ? 3 : 2, prm.idx != nullptr, prm.ulist_cap, pl.nblk_max);
@@ -804,8 +812,8 @@ void run_attention(const AttnParams& prm, const AttnPlan& pl, cudaStream_t s) {
       pl.ver == 2 ? launch_attn<D, 4, 2>(prm, pl, smem, s) : launch_attn<D, 4, 1>(prm, pl, smem, s);
   }
   if (pl.splits > 1) {
-    attn_combine_kernel<D><<<prm.rows.N * prm.Hq, 128, 0, s>>>(prm.o, prm.ldo, prm.part_o, prm.part_lse, prm.rows.N,
-                                                              prm.Hq, pl.splits);
+    detail::launch_pdl(attn_combine_kernel<D>, prm.rows.N * prm.Hq, 128, 0, s, prm.o, prm.ldo, prm.part_o, prm.part_lse,
+                       prm.rows.N, prm.Hq, pl.splits);
     SALA_CUDA_CHECK_LAUNCH();
   }
 }

@@ -11,6 +11,7 @@
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/launch.cuh"
 
 namespace sala::cuda {
 
@@ -53,6 +54,8 @@ __device__ __forceinline__ float block_sum(float v) {
 template <int VEC>
 __global__ void embed_kernel(float* __restrict__ h, const int32_t* __restrict__ tok, const bf16* __restrict__ table,
                              float scale, int hidden) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   const int r = blockIdx.x;
   const bf16* e = table + size_t(tok[r]) * hidden;
   float* hr = h + size_t(r) * hidden;
@@ -74,6 +77,8 @@ template <int VEC>
 __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict__ a, int lda, float a_scale,
                                    bf16* __restrict__ out, int ldo, const bf16* __restrict__ w, float eps,
                                    float post_scale, int hidden) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   const int r = blockIdx.x;
   float* hr = h + size_t(r) * hidden;
   const bf16* ar = a ? a + size_t(r) * lda : nullptr;
@@ -115,6 +120,8 @@ __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict
 template <int VEC>
 __global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ w, float eps, int width,
                                     const bf16* __restrict__ g, int ldg) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   bf16* xr = x + size_t(blockIdx.x) * ldx;
   const bf16* gr = g ? g + size_t(blockIdx.x) * ldg : nullptr;
   float ss = 0.f;
@@ -164,6 +171,8 @@ __global__ void __launch_bounds__(kRopeThreads)
                         const float* __restrict__ inv_freq, const float* __restrict__ inv_ext, float mscale,
                         const int32_t* __restrict__ pos, const int32_t* __restrict__ row_seq,
                         const uint32_t* __restrict__ flags, int head_blocks) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   constexpr int M = kMaxPairsPerLane / V;
   extern __shared__ float cs[];  // cos (half), sin (half)
   const int r = blockIdx.x / head_blocks, hb = blockIdx.x % head_blocks, half = D / 2;
@@ -245,6 +254,8 @@ __global__ void __launch_bounds__(kRopeThreads)
 // Grids of the 2-D elementwise kernels: `bpr` blocks per row, rows along x (no 65535 limit on the row count).
 template <int VEC>
 __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__ gu, int inter, int bpr) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
   const bf16* g = gu + size_t(r) * 2 * inter;
   const bf16* u = g + inter;
@@ -263,6 +274,8 @@ __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__
 template <int VEC>
 __global__ void mul_sigmoid_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ g, int ldg, int width,
                                    int bpr) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
   bf16* xr = x + size_t(r) * ldx;
   const bf16* gr = g + size_t(r) * ldg;
@@ -290,9 +303,9 @@ void embed(float* h, const int32_t* tok, const bf16* table, float scale, int N, 
   SALA_CUDA_REQUIRE(N >= 0 && hidden > 0, "embed");
   if (N == 0) return;
   if (hidden % 4 == 0 && aligned(h, 16) && aligned(table, 8))
-    embed_kernel<4><<<N, kRowThreads, 0, s>>>(h, tok, table, scale, hidden);
+    detail::launch_pdl(embed_kernel<4>, N, kRowThreads, 0, s, h, tok, table, scale, hidden);
   else
-    embed_kernel<1><<<N, kRowThreads, 0, s>>>(h, tok, table, scale, hidden);
+    detail::launch_pdl(embed_kernel<1>, N, kRowThreads, 0, s, h, tok, table, scale, hidden);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -305,9 +318,11 @@ void add_rmsnorm(float* h, const bf16* a, int lda, float a_scale, bf16* out, int
   const bool vec = hidden % 4 == 0 && aligned(h, 16) && (!a || (lda % 4 == 0 && aligned(a, 8))) &&
                    (!out || (ldo % 4 == 0 && aligned(out, 8) && aligned(w, 8)));
   if (vec)
-    add_rmsnorm_kernel<4><<<N, kRowThreads, 0, s>>>(h, a, lda, a_scale, out, ldo, w, eps, post_scale, hidden);
+    detail::launch_pdl(add_rmsnorm_kernel<4>, N, kRowThreads, 0, s, h, a, lda, a_scale, out, ldo, w, eps, post_scale,
+                       hidden);
   else
-    add_rmsnorm_kernel<1><<<N, kRowThreads, 0, s>>>(h, a, lda, a_scale, out, ldo, w, eps, post_scale, hidden);
+    detail::launch_pdl(add_rmsnorm_kernel<1>, N, kRowThreads, 0, s, h, a, lda, a_scale, out, ldo, w, eps, post_scale,
+                       hidden);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -324,13 +339,13 @@ void qk_norm_rope(bf16* x, int ld, int q_off, int Hq, int k_off, int Hkv, int D,
   const int head_blocks = rows.N < 256 ? (Hq + Hkv + kWarps - 1) / kWarps : 1;  // a warp per head when few rows
   const unsigned grid = unsigned(int64_t(rows.N) * head_blocks);
   if (D % 4 == 0 && ld % 2 == 0 && q_off % 2 == 0 && k_off % 2 == 0 && aligned(x, 4))
-    qk_norm_rope_kernel<2><<<grid, kRopeThreads, shmem, s>>>(x, ld, q_off, Hq, k_off, Hkv, D, q_norm, k_norm, eps,
-                                                             rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
-                                                             rows.row_seq, rows.flags, head_blocks);
+    detail::launch_pdl(qk_norm_rope_kernel<2>, grid, kRopeThreads, shmem, s, x, ld, q_off, Hq, k_off, Hkv, D, q_norm,
+                       k_norm, eps, rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos, rows.row_seq, rows.flags,
+                       head_blocks);
   else
-    qk_norm_rope_kernel<1><<<grid, kRopeThreads, shmem, s>>>(x, ld, q_off, Hq, k_off, Hkv, D, q_norm, k_norm, eps,
-                                                             rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
-                                                             rows.row_seq, rows.flags, head_blocks);
+    detail::launch_pdl(qk_norm_rope_kernel<1>, grid, kRopeThreads, shmem, s, x, ld, q_off, Hq, k_off, Hkv, D, q_norm,
+                       k_norm, eps, rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos, rows.row_seq, rows.flags,
+                       head_blocks);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -339,10 +354,10 @@ void silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s) {
   if (N == 0) return;
   if (inter % 4 == 0 && aligned(out, 8) && aligned(gu, 8)) {
     const int bpr = row_blocks(inter, 4);
-    silu_mul_kernel<4><<<unsigned(int64_t(N) * bpr), kRowThreads, 0, s>>>(out, gu, inter, bpr);
+    detail::launch_pdl(silu_mul_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out, gu, inter, bpr);
   } else {
     const int bpr = row_blocks(inter, 1);
-    silu_mul_kernel<1><<<unsigned(int64_t(N) * bpr), kRowThreads, 0, s>>>(out, gu, inter, bpr);
+    detail::launch_pdl(silu_mul_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out, gu, inter, bpr);
   }
   SALA_CUDA_CHECK_LAUNCH();
 }
@@ -352,10 +367,12 @@ void mul_sigmoid(bf16* x, int ldx, const bf16* g, int ldg, int N, int width, cud
   if (N == 0) return;
   if (width % 4 == 0 && ldx % 4 == 0 && ldg % 4 == 0 && aligned(x, 8) && aligned(g, 8)) {
     const int bpr = row_blocks(width, 4);
-    mul_sigmoid_kernel<4><<<unsigned(int64_t(N) * bpr), kRowThreads, 0, s>>>(x, ldx, g, ldg, width, bpr);
+    detail::launch_pdl(mul_sigmoid_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, x, ldx, g, ldg, width,
+                       bpr);
   } else {
     const int bpr = row_blocks(width, 1);
-    mul_sigmoid_kernel<1><<<unsigned(int64_t(N) * bpr), kRowThreads, 0, s>>>(x, ldx, g, ldg, width, bpr);
+    detail::launch_pdl(mul_sigmoid_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, x, ldx, g, ldg, width,
+                       bpr);
   }
   SALA_CUDA_CHECK_LAUNCH();
 }
@@ -366,9 +383,9 @@ void rmsnorm_rows(bf16* x, int ldx, const bf16* w, float eps, int N, int width, 
   SALA_CUDA_REQUIRE(!g || ldg >= width, "rmsnorm_rows");
   if (N == 0) return;
   if (width % 4 == 0 && ldx % 4 == 0 && aligned(x, 8) && aligned(w, 8) && (!g || (ldg % 4 == 0 && aligned(g, 8))))
-    rmsnorm_rows_kernel<4><<<N, kRowThreads, 0, s>>>(x, ldx, w, eps, width, g, ldg);
+    detail::launch_pdl(rmsnorm_rows_kernel<4>, N, kRowThreads, 0, s, x, ldx, w, eps, width, g, ldg);
   else
-    rmsnorm_rows_kernel<1><<<N, kRowThreads, 0, s>>>(x, ldx, w, eps, width, g, ldg);
+    detail::launch_pdl(rmsnorm_rows_kernel<1>, N, kRowThreads, 0, s, x, ldx, w, eps, width, g, ldg);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

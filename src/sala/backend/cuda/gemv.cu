@@ -20,6 +20,7 @@
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/gemm.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/launch.cuh"
 
 namespace sala::cuda {
 
@@ -65,6 +66,7 @@ __device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u)
 template <int N, bool F32, int RPW, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
+  detail::pdl_launch_dependents();  // launch.cuh; the wait comes after the first weight loads
   static_assert(!kSilu || (RPW % 2 == 0 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   constexpr int kOuts = kSilu ? RPW / 2 : RPW;  // output rows of a warp
   const int lane = threadIdx.x & 31;
@@ -90,6 +92,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
     for (int i = 0; i < RPW; ++i)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) wv[i][u] = ld_stream(wr[i] + c + 32 * u);
+    if (c == lane) detail::pdl_wait();  // the weights are constant: their first loads overlap the kernel before
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
@@ -99,6 +102,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
         for (int i = 0; i < RPW; ++i) acc[i][n] = dot8(acc[i][n], wv[i][u], xv);
       }
   }
+  detail::pdl_wait();  // (returns at once when the loop above waited) before the tail's x loads and the stores
   for (; c < chunks; c += 32) {
     uint4 wv[RPW];
 #pragma unroll
@@ -138,6 +142,7 @@ template <int N, bool F32, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restrict__ y, int ldy,
                                                                 const bf16* __restrict__ x, int ldx,
                                                                 const bf16* __restrict__ w, int in, int out) {
+  detail::pdl_launch_dependents();  // launch.cuh; the wait comes after the first weight loads
   constexpr int kRowsPerCta = kWarps / kSplit;
   static_assert(!kSilu || (kRowsPerCta == 2 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   __shared__ float part[kWarps][N];
@@ -155,12 +160,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
       uint4 wv[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + c + 32 * u);
+      if (c == c0 + lane) detail::pdl_wait();  // as in gemv_kernel
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
         for (int n = 0; n < N; ++n)
           acc[n] = dot8(acc[n], wv[u], __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u));
     }
+    detail::pdl_wait();  // before the tail's x loads, when the loop above did not run
     for (; c < c1; c += 32) {
       const uint4 wv = ld_stream(wr + c);
 #pragma unroll
@@ -168,6 +175,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
         acc[n] = dot8(acc[n], wv, __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c));
     }
   }
+  detail::pdl_wait();  // every thread, before the stores (returns at once where the loop above waited)
 #pragma unroll
   for (int n = 0; n < N; ++n) {
     float v = acc[n];
@@ -196,9 +204,10 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
   const int outs = kSilu ? out / 2 : out, per_cta = kWarps * (kSilu ? RPW / 2 : RPW);
   const unsigned grid = unsigned((outs + per_cta - 1) / per_cta);
   if (f32) {
-    if constexpr (!kSilu) gemv_kernel<N, true, RPW, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    if constexpr (!kSilu)
+      detail::launch_pdl(gemv_kernel<N, true, RPW, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
   } else {
-    gemv_kernel<N, false, RPW, kSilu><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+    detail::launch_pdl(gemv_kernel<N, false, RPW, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
   }
 }
 
@@ -210,9 +219,9 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
     constexpr int kRowsPerCta = kWarps / kSplit;
     const unsigned grid = unsigned(kSilu ? out / 2 : (out + kRowsPerCta - 1) / kRowsPerCta);
     if (kSilu || !f32)
-      gemv_split_kernel<N, false, kSilu><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+      detail::launch_pdl(gemv_split_kernel<N, false, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
     else
-      gemv_split_kernel<N, true, false><<<grid, kWarps * 32, 0, s>>>(y, ldy, x, ldx, w, in, out);
+      detail::launch_pdl(gemv_split_kernel<N, true, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
   } else if (version == 2) {
     launch<N, kSilu ? 4 : 2, kSilu>(y, f32, ldy, x, ldx, w, in, out, s);
   } else {

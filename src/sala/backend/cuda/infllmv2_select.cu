@@ -28,6 +28,7 @@
 #include "sala/backend/cuda/attn_common.cuh"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/launch.cuh"
 #include "sala/backend/cuda/util.h"
 #include "sala/backend/cuda/wgmma.cuh"
 
@@ -138,6 +139,8 @@ __device__ __forceinline__ int cta_max(int v, int* red) {
 #endif
 template <int D, int kRows, bool kWg>
 __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MINB : 1) stage1_lse_kernel(S1Params P) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   constexpr int kS1Threads = kRows * 32;
   __shared__ __align__(1024) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ int red[kRows];
@@ -211,6 +214,8 @@ __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MIN
 // pair (14 shuffles where the butterfly all-reduce takes 48), leaving each lane two finished window sums.
 template <int D, int kRows, bool kWg>
 __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MINB : 1) stage1_score_kernel(S1Params P) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   constexpr int kS1Threads = kRows * 32;
   __shared__ __align__(1024) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ float cs[kRows][65];  // [0] = last window of the previous tile, [1 + i] = window 64 t + i
@@ -359,6 +364,8 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int32_t* __restrict__ idx, const float* __restrict__ blk,
                                                             int max_blocks, int K, int local_blocks, int init_blocks,
                                                             int Hkv, StepRows rows) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   using Scan = cub::BlockScan<int, kTopkThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ int hist[256];
@@ -478,9 +485,10 @@ SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int version) {
 
 template <int D, int kRows, bool kWg>
 void launch_stage1(const S1Params& prm, const SelectPlan& pl, cudaStream_t s) {
-  stage1_lse_kernel<D, kRows, kWg><<<dim3(pl.tiles, prm.Hkv, pl.splits_lse), kRows * 32, 0, s>>>(prm);
+  detail::launch_pdl(stage1_lse_kernel<D, kRows, kWg>, dim3(pl.tiles, prm.Hkv, pl.splits_lse), kRows * 32, 0, s, prm);
   SALA_CUDA_CHECK_LAUNCH();
-  stage1_score_kernel<D, kRows, kWg><<<dim3(pl.tiles, prm.Hkv, pl.splits_score), kRows * 32, 0, s>>>(prm);
+  detail::launch_pdl(stage1_score_kernel<D, kRows, kWg>, dim3(pl.tiles, prm.Hkv, pl.splits_score), kRows * 32, 0, s,
+                     prm);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -492,8 +500,8 @@ void launch_select(const S1Params& prm, const SelectPlan& pl, int32_t* idx, cons
     case 3: launch_stage1<D, kRowsFew, true>(prm, pl, s); break;
     default: launch_stage1<D, kRowsMany, true>(prm, pl, s); break;
   }
-  topk_kernel<<<dim3(prm.rows.N, prm.Hkv), kTopkThreads, 0, s>>>(idx, prm.blk, pl.max_blocks, a.topk_total,
-                                                                 a.local_blocks, a.init_blocks, prm.Hkv, prm.rows);
+  detail::launch_pdl(topk_kernel, dim3(prm.rows.N, prm.Hkv), kTopkThreads, 0, s, idx, prm.blk, pl.max_blocks,
+                     a.topk_total, a.local_blocks, a.init_blocks, prm.Hkv, prm.rows);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

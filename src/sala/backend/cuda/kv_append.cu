@@ -11,6 +11,7 @@
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/launch.cuh"
 
 namespace sala::cuda {
 
@@ -22,6 +23,8 @@ template <int VEC>
 __global__ void __launch_bounds__(kThreads) kv_write_kernel(bf16* __restrict__ kp, bf16* __restrict__ vp,
                                                             const bf16* __restrict__ x, int ld, int k_off, int v_off,
                                                             int Hkv, int D, StepRows rows) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   const int r = blockIdx.x;
   const int s = rows.row_seq[r], p = rows.pos[r];
   const int page = rows.page_table[size_t(rows.slot[s]) * rows.pt_stride + p / kPageTokens];
@@ -45,6 +48,8 @@ __global__ void __launch_bounds__(kThreads) kv_write_kernel(bf16* __restrict__ k
 __global__ void __launch_bounds__(kThreads) kv_compress_kernel(bf16* __restrict__ k1, bf16* __restrict__ k2,
                                                                const bf16* __restrict__ kp, int Hkv, int D,
                                                                StepRows rows) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   const int r = blockIdx.x, tier = blockIdx.y;
   const int p = rows.pos[r];
   const int stride = tier == 0 ? 16 : 64, kernel = 2 * stride;
@@ -92,12 +97,12 @@ void kv_append(bf16* k_pages, bf16* v_pages, bf16* k1, bf16* k2, const bf16* x, 
   const bool vec = D % 8 == 0 && ld % 8 == 0 && k_off % 8 == 0 && v_off % 8 == 0 && aligned16(x) &&
                    aligned16(k_pages) && aligned16(v_pages);
   if (vec)
-    kv_write_kernel<8><<<rows.N, kThreads, 0, s>>>(k_pages, v_pages, x, ld, k_off, v_off, Hkv, D, rows);
+    detail::launch_pdl(kv_write_kernel<8>, rows.N, kThreads, 0, s, k_pages, v_pages, x, ld, k_off, v_off, Hkv, D, rows);
   else
-    kv_write_kernel<1><<<rows.N, kThreads, 0, s>>>(k_pages, v_pages, x, ld, k_off, v_off, Hkv, D, rows);
+    detail::launch_pdl(kv_write_kernel<1>, rows.N, kThreads, 0, s, k_pages, v_pages, x, ld, k_off, v_off, Hkv, D, rows);
   SALA_CUDA_CHECK_LAUNCH();
   if (k1) {
-    kv_compress_kernel<<<dim3(rows.N, 2), kThreads, 0, s>>>(k1, k2, k_pages, Hkv, D, rows);
+    detail::launch_pdl(kv_compress_kernel, dim3(rows.N, 2), kThreads, 0, s, k1, k2, k_pages, Hkv, D, rows);
     SALA_CUDA_CHECK_LAUNCH();
   }
 }

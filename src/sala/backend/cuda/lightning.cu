@@ -21,6 +21,7 @@
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
+#include "sala/backend/cuda/launch.cuh"
 #include "sala/backend/cuda/lightning_paths.h"
 
 namespace sala::cuda {
@@ -41,6 +42,8 @@ __global__ void __launch_bounds__(kRecThreads)
                                const float* __restrict__ log_decay, float scale, int group, int D,
                                const int32_t* __restrict__ cu, const int32_t* __restrict__ slot,
                                const uint32_t* __restrict__ flags) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   __shared__ float sq[32 * kRecRows], sk[32 * kRecRows], sv[kRecCols];
   __shared__ float4 part[kRecThreads / 32][8];
   const int s = blockIdx.z, h = blockIdx.y, c0 = blockIdx.x * kRecCols;
@@ -173,6 +176,8 @@ __global__ void __launch_bounds__(kChunkThreads)
                            const float* __restrict__ log_decay, float scale, int group, int D,
                            const int32_t* __restrict__ cu, const int32_t* __restrict__ slot,
                            const uint32_t* __restrict__ flags) {
+  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
+  detail::pdl_launch_dependents();
   constexpr int VS = BV + 8, NB = BV / 8, KS = kDP / 16;
   static_assert(BV % 16 == 0 && kDP == 32 * (kChunkThreads / 32), "warp w owns state rows 32w..32w+31");
   extern __shared__ __align__(16) unsigned char smem[];
@@ -427,9 +432,8 @@ void launch_chunk(bf16* o, int ldo, const bf16* x, int ld, int q_off, int k_off,
   }();
   (void)opted_in;
   const dim3 grid(unsigned((D + BV - 1) / BV), unsigned(H), unsigned(rows.S));
-  lightning_chunk_kernel<BV><<<grid, kChunkThreads, shmem, s>>>(o, ldo, x, ld, q_off, k_off, v_off, state,
-                                                                state_stride, log_decay, scale, group, D,
-                                                                rows.cu_seqlens, rows.slot, rows.flags);
+  detail::launch_pdl(lightning_chunk_kernel<BV>, grid, kChunkThreads, shmem, s, o, ldo, x, ld, q_off, k_off, v_off,
+                     state, state_stride, log_decay, scale, group, D, rows.cu_seqlens, rows.slot, rows.flags);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -466,9 +470,8 @@ void lightning_path(LightningPath path, bf16* o, int ldo, const bf16* x, int ld,
   switch (path) {
     case LightningPath::Recurrent: {
       const dim3 grid(unsigned((D + kRecCols - 1) / kRecCols), unsigned(H), unsigned(rows.S));
-      lightning_recurrent_kernel<<<grid, kRecThreads, 0, s>>>(o, ldo, x, ld, q_off, k_off, v_off, state,
-                                                              state_stride, log_decay, scale, group, D,
-                                                              rows.cu_seqlens, rows.slot, rows.flags);
+      detail::launch_pdl(lightning_recurrent_kernel, grid, kRecThreads, 0, s, o, ldo, x, ld, q_off, k_off, v_off, state,
+                         state_stride, log_decay, scale, group, D, rows.cu_seqlens, rows.slot, rows.flags);
       SALA_CUDA_CHECK_LAUNCH();
       break;
     }

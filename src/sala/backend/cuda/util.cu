@@ -1,9 +1,21 @@
 #include <cuda_bf16.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "sala/backend/cuda/cuda_check.h"
+#include "sala/backend/cuda/launch.cuh"
 #include "sala/backend/cuda/util.h"
 
 namespace sala::cuda {
+
+bool detail::pdl_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("SALA_CUDA_PDL");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
 
 namespace {
 template <class T>

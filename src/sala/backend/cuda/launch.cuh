@@ -1,0 +1,43 @@
+// Programmatic dependent launch (Hopper, griddepcontrol): a kernel launched by launch_pdl may be started while the
+// kernel before it on the stream is still running, so that its launch, its CTAs' start and any loads that depend on
+// nothing the stream computes (weights) overlap the predecessor's tail. Rules for a kernel launched this way:
+//   - pdl_wait() before its first access to memory that another kernel of the stream writes or reads (activations,
+//     caches, states): griddepcontrol.wait returns once every prerequisite grid has completed and its writes are
+//     visible. Only constant data (weights) may be read before it.
+//   - pdl_launch_dependents() lets the next PDL kernel start early (it fires once every CTA of this grid has called
+//     it or exited); called at the top, the next kernel starts during this one's last wave.
+// A kernel launched plainly (<<<>>>) after a PDL one, or a PDL one after a plain one, keeps the stream's order: both
+// instructions are no-ops in a grid that was not launched as a dependent. SALA_CUDA_PDL=0 launches everything plainly
+// (A/B timing, debugging).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "sala/backend/cuda/cuda_check.h"
+
+namespace sala::cuda::detail {
+
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
+bool pdl_enabled();  // util.cu: SALA_CUDA_PDL is not "0" (read once)
+
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  SALA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace sala::cuda::detail
