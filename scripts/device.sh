@@ -151,8 +151,9 @@ if has fuse; then
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --profile --out "$J" > "$OUT/profile_decode_32k.txt" 2>&1 || status=1
   summary+=("decode tok/s, SALA-9B, by PDL (1st digit) and fused pairs (2nd):")
   for pf in 11 01 10 00; do
-    b32=$( [[ -f $OUT/bench_fuse_b32_$pf.txt ]] && grep -E '^minicpm' "$OUT/bench_fuse_b32_$pf.txt" | awk '{print $7}')
-    summary+=("  $pf b1 32K(/128K): $(grep -E '^minicpm' "$OUT/bench_fuse_$pf.txt" | awk '{printf "%s ", $7}') b32 32K: ${b32:--}")
+    b32=-
+    [[ -f $OUT/bench_fuse_b32_$pf.txt ]] && b32=$(grep -E '^minicpm' "$OUT/bench_fuse_b32_$pf.txt" | awk '{print $7}')
+    summary+=("  $pf b1 32K(/128K): $(grep -E '^minicpm' "$OUT/bench_fuse_$pf.txt" | awk '{printf "%s ", $7}') b32 32K: $b32")
   done
 fi
 
