@@ -782,8 +782,8 @@ void launch_attn(const AttnParams& prm, const AttnPlan& pl, size_t smem, cudaStr
     configured = true;
     configured_bytes = smem;
   }
-  detail::launch_pdl(attn_kernel<D, W, kVer>, dim3(pl.tiles, prm.Hkv * pl.head_chunks, pl.splits), W * 32, smem, s,
-                     prm);
+  detail::launch_pdl(detail::kPdlAttention, attn_kernel<D, W, kVer>,
+                     dim3(pl.tiles, prm.Hkv * pl.head_chunks, pl.splits), W * 32, smem, s, prm);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -799,7 +799,8 @@ void run_attention(const AttnParams& prm, const AttnPlan& pl, cudaStream_t s) {
                                            int(smem)));
       configured = smem;
     }
-    detail::launch_pdl(attn_decode_kernel<D>, dim3(prm.rows.N, prm.Hkv, pl.splits), 128, smem, s, prm);
+    detail::launch_pdl(detail::kPdlAttention, attn_decode_kernel<D>, dim3(prm.rows.N, prm.Hkv, pl.splits), 128, smem, s,
+                       prm);
     SALA_CUDA_CHECK_LAUNCH();
   } else {
     const size_t smem = attn_smem_bytes<D>(pl.ver == 3 ? 3 : 2, prm.idx != nullptr, prm.ulist_cap, pl.nblk_max);
@@ -812,8 +813,8 @@ void run_attention(const AttnParams& prm, const AttnPlan& pl, cudaStream_t s) {
       pl.ver == 2 ? launch_attn<D, 4, 2>(prm, pl, smem, s) : launch_attn<D, 4, 1>(prm, pl, smem, s);
   }
   if (pl.splits > 1) {
-    detail::launch_pdl(attn_combine_kernel<D>, prm.rows.N * prm.Hq, 128, 0, s, prm.o, prm.ldo, prm.part_o, prm.part_lse,
-                       prm.rows.N, prm.Hq, pl.splits);
+    detail::launch_pdl(detail::kPdlAttention, attn_combine_kernel<D>, prm.rows.N * prm.Hq, 128, 0, s, prm.o, prm.ldo,
+                       prm.part_o, prm.part_lse, prm.rows.N, prm.Hq, pl.splits);
     SALA_CUDA_CHECK_LAUNCH();
   }
 }

@@ -303,9 +303,9 @@ void embed(float* h, const int32_t* tok, const bf16* table, float scale, int N, 
   SALA_CUDA_REQUIRE(N >= 0 && hidden > 0, "embed");
   if (N == 0) return;
   if (hidden % 4 == 0 && aligned(h, 16) && aligned(table, 8))
-    detail::launch_pdl(embed_kernel<4>, N, kRowThreads, 0, s, h, tok, table, scale, hidden);
+    detail::launch_pdl(detail::kPdlElementwise, embed_kernel<4>, N, kRowThreads, 0, s, h, tok, table, scale, hidden);
   else
-    detail::launch_pdl(embed_kernel<1>, N, kRowThreads, 0, s, h, tok, table, scale, hidden);
+    detail::launch_pdl(detail::kPdlElementwise, embed_kernel<1>, N, kRowThreads, 0, s, h, tok, table, scale, hidden);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -318,11 +318,11 @@ void add_rmsnorm(float* h, const bf16* a, int lda, float a_scale, bf16* out, int
   const bool vec = hidden % 4 == 0 && aligned(h, 16) && (!a || (lda % 4 == 0 && aligned(a, 8))) &&
                    (!out || (ldo % 4 == 0 && aligned(out, 8) && aligned(w, 8)));
   if (vec)
-    detail::launch_pdl(add_rmsnorm_kernel<4>, N, kRowThreads, 0, s, h, a, lda, a_scale, out, ldo, w, eps, post_scale,
-                       hidden);
+    detail::launch_pdl(detail::kPdlElementwise, add_rmsnorm_kernel<4>, N, kRowThreads, 0, s, h, a, lda, a_scale, out,
+                       ldo, w, eps, post_scale, hidden);
   else
-    detail::launch_pdl(add_rmsnorm_kernel<1>, N, kRowThreads, 0, s, h, a, lda, a_scale, out, ldo, w, eps, post_scale,
-                       hidden);
+    detail::launch_pdl(detail::kPdlElementwise, add_rmsnorm_kernel<1>, N, kRowThreads, 0, s, h, a, lda, a_scale, out,
+                       ldo, w, eps, post_scale, hidden);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -339,13 +339,13 @@ void qk_norm_rope(bf16* x, int ld, int q_off, int Hq, int k_off, int Hkv, int D,
   const int head_blocks = rows.N < 256 ? (Hq + Hkv + kWarps - 1) / kWarps : 1;  // a warp per head when few rows
   const unsigned grid = unsigned(int64_t(rows.N) * head_blocks);
   if (D % 4 == 0 && ld % 2 == 0 && q_off % 2 == 0 && k_off % 2 == 0 && aligned(x, 4))
-    detail::launch_pdl(qk_norm_rope_kernel<2>, grid, kRopeThreads, shmem, s, x, ld, q_off, Hq, k_off, Hkv, D, q_norm,
-                       k_norm, eps, rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos, rows.row_seq, rows.flags,
-                       head_blocks);
+    detail::launch_pdl(detail::kPdlElementwise, qk_norm_rope_kernel<2>, grid, kRopeThreads, shmem, s, x, ld, q_off, Hq,
+                       k_off, Hkv, D, q_norm, k_norm, eps, rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
+                       rows.row_seq, rows.flags, head_blocks);
   else
-    detail::launch_pdl(qk_norm_rope_kernel<1>, grid, kRopeThreads, shmem, s, x, ld, q_off, Hq, k_off, Hkv, D, q_norm,
-                       k_norm, eps, rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos, rows.row_seq, rows.flags,
-                       head_blocks);
+    detail::launch_pdl(detail::kPdlElementwise, qk_norm_rope_kernel<1>, grid, kRopeThreads, shmem, s, x, ld, q_off, Hq,
+                       k_off, Hkv, D, q_norm, k_norm, eps, rope.inv_freq, rope.inv_ext, rope.mscale, rows.pos,
+                       rows.row_seq, rows.flags, head_blocks);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -354,10 +354,12 @@ void silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s) {
   if (N == 0) return;
   if (inter % 4 == 0 && aligned(out, 8) && aligned(gu, 8)) {
     const int bpr = row_blocks(inter, 4);
-    detail::launch_pdl(silu_mul_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out, gu, inter, bpr);
+    detail::launch_pdl(detail::kPdlElementwise, silu_mul_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out,
+                       gu, inter, bpr);
   } else {
     const int bpr = row_blocks(inter, 1);
-    detail::launch_pdl(silu_mul_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out, gu, inter, bpr);
+    detail::launch_pdl(detail::kPdlElementwise, silu_mul_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out,
+                       gu, inter, bpr);
   }
   SALA_CUDA_CHECK_LAUNCH();
 }
@@ -367,12 +369,12 @@ void mul_sigmoid(bf16* x, int ldx, const bf16* g, int ldg, int N, int width, cud
   if (N == 0) return;
   if (width % 4 == 0 && ldx % 4 == 0 && ldg % 4 == 0 && aligned(x, 8) && aligned(g, 8)) {
     const int bpr = row_blocks(width, 4);
-    detail::launch_pdl(mul_sigmoid_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, x, ldx, g, ldg, width,
-                       bpr);
+    detail::launch_pdl(detail::kPdlElementwise, mul_sigmoid_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, x,
+                       ldx, g, ldg, width, bpr);
   } else {
     const int bpr = row_blocks(width, 1);
-    detail::launch_pdl(mul_sigmoid_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, x, ldx, g, ldg, width,
-                       bpr);
+    detail::launch_pdl(detail::kPdlElementwise, mul_sigmoid_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, x,
+                       ldx, g, ldg, width, bpr);
   }
   SALA_CUDA_CHECK_LAUNCH();
 }
@@ -383,9 +385,11 @@ void rmsnorm_rows(bf16* x, int ldx, const bf16* w, float eps, int N, int width, 
   SALA_CUDA_REQUIRE(!g || ldg >= width, "rmsnorm_rows");
   if (N == 0) return;
   if (width % 4 == 0 && ldx % 4 == 0 && aligned(x, 8) && aligned(w, 8) && (!g || (ldg % 4 == 0 && aligned(g, 8))))
-    detail::launch_pdl(rmsnorm_rows_kernel<4>, N, kRowThreads, 0, s, x, ldx, w, eps, width, g, ldg);
+    detail::launch_pdl(detail::kPdlElementwise, rmsnorm_rows_kernel<4>, N, kRowThreads, 0, s, x, ldx, w, eps, width, g,
+                       ldg);
   else
-    detail::launch_pdl(rmsnorm_rows_kernel<1>, N, kRowThreads, 0, s, x, ldx, w, eps, width, g, ldg);
+    detail::launch_pdl(detail::kPdlElementwise, rmsnorm_rows_kernel<1>, N, kRowThreads, 0, s, x, ldx, w, eps, width, g,
+                       ldg);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

@@ -27,6 +27,9 @@ namespace sala::cuda {
 namespace {
 
 constexpr int kWarps = 8, kUnroll = 8;
+#ifndef SALA_GEMV_PREWAIT
+#define SALA_GEMV_PREWAIT 1  // 0: the PDL wait before the first weight loads too (experiments)
+#endif
 
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 v;
@@ -66,6 +69,7 @@ __device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u)
 template <int N, bool F32, int RPW, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
+  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();
   detail::pdl_launch_dependents();  // launch.cuh; the wait comes after the first weight loads
   static_assert(!kSilu || (RPW % 2 == 0 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   constexpr int kOuts = kSilu ? RPW / 2 : RPW;  // output rows of a warp
@@ -142,6 +146,7 @@ template <int N, bool F32, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restrict__ y, int ldy,
                                                                 const bf16* __restrict__ x, int ldx,
                                                                 const bf16* __restrict__ w, int in, int out) {
+  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();
   detail::pdl_launch_dependents();  // launch.cuh; the wait comes after the first weight loads
   constexpr int kRowsPerCta = kWarps / kSplit;
   static_assert(!kSilu || (kRowsPerCta == 2 && !F32), "a silu pair is a gate row and its up row, stored bf16");
@@ -205,9 +210,11 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
   const unsigned grid = unsigned((outs + per_cta - 1) / per_cta);
   if (f32) {
     if constexpr (!kSilu)
-      detail::launch_pdl(gemv_kernel<N, true, RPW, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
+      detail::launch_pdl(detail::kPdlGemv, gemv_kernel<N, true, RPW, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w,
+                         in, out);
   } else {
-    detail::launch_pdl(gemv_kernel<N, false, RPW, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
+    detail::launch_pdl(detail::kPdlGemv, gemv_kernel<N, false, RPW, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w,
+                       in, out);
   }
 }
 
@@ -219,9 +226,11 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
     constexpr int kRowsPerCta = kWarps / kSplit;
     const unsigned grid = unsigned(kSilu ? out / 2 : (out + kRowsPerCta - 1) / kRowsPerCta);
     if (kSilu || !f32)
-      detail::launch_pdl(gemv_split_kernel<N, false, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
+      detail::launch_pdl(detail::kPdlGemv, gemv_split_kernel<N, false, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx,
+                         w, in, out);
     else
-      detail::launch_pdl(gemv_split_kernel<N, true, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in, out);
+      detail::launch_pdl(detail::kPdlGemv, gemv_split_kernel<N, true, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx,
+                         w, in, out);
   } else if (version == 2) {
     launch<N, kSilu ? 4 : 2, kSilu>(y, f32, ldy, x, ldx, w, in, out, s);
   } else {

@@ -485,10 +485,11 @@ SelectPlan plan_select(int N, int S, int Hkv, int max_ctx, int version) {
 
 template <int D, int kRows, bool kWg>
 void launch_stage1(const S1Params& prm, const SelectPlan& pl, cudaStream_t s) {
-  detail::launch_pdl(stage1_lse_kernel<D, kRows, kWg>, dim3(pl.tiles, prm.Hkv, pl.splits_lse), kRows * 32, 0, s, prm);
+  detail::launch_pdl(detail::kPdlSelect, stage1_lse_kernel<D, kRows, kWg>, dim3(pl.tiles, prm.Hkv, pl.splits_lse),
+                     kRows * 32, 0, s, prm);
   SALA_CUDA_CHECK_LAUNCH();
-  detail::launch_pdl(stage1_score_kernel<D, kRows, kWg>, dim3(pl.tiles, prm.Hkv, pl.splits_score), kRows * 32, 0, s,
-                     prm);
+  detail::launch_pdl(detail::kPdlSelect, stage1_score_kernel<D, kRows, kWg>, dim3(pl.tiles, prm.Hkv, pl.splits_score),
+                     kRows * 32, 0, s, prm);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -500,8 +501,8 @@ void launch_select(const S1Params& prm, const SelectPlan& pl, int32_t* idx, cons
     case 3: launch_stage1<D, kRowsFew, true>(prm, pl, s); break;
     default: launch_stage1<D, kRowsMany, true>(prm, pl, s); break;
   }
-  detail::launch_pdl(topk_kernel, dim3(prm.rows.N, prm.Hkv), kTopkThreads, 0, s, idx, prm.blk, pl.max_blocks,
-                     a.topk_total, a.local_blocks, a.init_blocks, prm.Hkv, prm.rows);
+  detail::launch_pdl(detail::kPdlSelect, topk_kernel, dim3(prm.rows.N, prm.Hkv), kTopkThreads, 0, s, idx, prm.blk,
+                     pl.max_blocks, a.topk_total, a.local_blocks, a.init_blocks, prm.Hkv, prm.rows);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

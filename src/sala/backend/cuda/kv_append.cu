@@ -97,12 +97,15 @@ void kv_append(bf16* k_pages, bf16* v_pages, bf16* k1, bf16* k2, const bf16* x, 
   const bool vec = D % 8 == 0 && ld % 8 == 0 && k_off % 8 == 0 && v_off % 8 == 0 && aligned16(x) &&
                    aligned16(k_pages) && aligned16(v_pages);
   if (vec)
-    detail::launch_pdl(kv_write_kernel<8>, rows.N, kThreads, 0, s, k_pages, v_pages, x, ld, k_off, v_off, Hkv, D, rows);
+    detail::launch_pdl(detail::kPdlKvAppend, kv_write_kernel<8>, rows.N, kThreads, 0, s, k_pages, v_pages, x, ld, k_off,
+                       v_off, Hkv, D, rows);
   else
-    detail::launch_pdl(kv_write_kernel<1>, rows.N, kThreads, 0, s, k_pages, v_pages, x, ld, k_off, v_off, Hkv, D, rows);
+    detail::launch_pdl(detail::kPdlKvAppend, kv_write_kernel<1>, rows.N, kThreads, 0, s, k_pages, v_pages, x, ld, k_off,
+                       v_off, Hkv, D, rows);
   SALA_CUDA_CHECK_LAUNCH();
   if (k1) {
-    detail::launch_pdl(kv_compress_kernel, dim3(rows.N, 2), kThreads, 0, s, k1, k2, k_pages, Hkv, D, rows);
+    detail::launch_pdl(detail::kPdlKvAppend, kv_compress_kernel, dim3(rows.N, 2), kThreads, 0, s, k1, k2, k_pages, Hkv,
+                       D, rows);
     SALA_CUDA_CHECK_LAUNCH();
   }
 }

@@ -7,8 +7,9 @@
 //   - pdl_launch_dependents() lets the next PDL kernel start early (it fires once every CTA of this grid has called
 //     it or exited); called at the top, the next kernel starts during this one's last wave.
 // A kernel launched plainly (<<<>>>) after a PDL one, or a PDL one after a plain one, keeps the stream's order: both
-// instructions are no-ops in a grid that was not launched as a dependent. SALA_CUDA_PDL=0 launches everything plainly
-// (A/B timing, debugging).
+// instructions are no-ops in a grid that was not launched as a dependent. SALA_CUDA_PDL is a mask of the kernel
+// groups launched this way (PdlGroup; default none for now: with all groups on, decode steps raced on the H200;
+// -1: all), for A/B timing and for bisecting.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -23,13 +24,22 @@ __device__ __forceinline__ void pdl_launch_dependents() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
-bool pdl_enabled();  // util.cu: SALA_CUDA_PDL is not "0" (read once)
+enum PdlGroup : int {
+  kPdlElementwise = 1,
+  kPdlGemv = 2,
+  kPdlLightning = 4,
+  kPdlKvAppend = 8,
+  kPdlSelect = 16,
+  kPdlAttention = 32,
+};
+bool pdl_enabled(int group);  // util.cu: the group's bit of SALA_CUDA_PDL (read once)
 
 template <typename... Params, typename... Args>
-void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+void launch_pdl(int group, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args&&... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled(group) ? 1 : 0;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;

@@ -432,8 +432,9 @@ void launch_chunk(bf16* o, int ldo, const bf16* x, int ld, int q_off, int k_off,
   }();
   (void)opted_in;
   const dim3 grid(unsigned((D + BV - 1) / BV), unsigned(H), unsigned(rows.S));
-  detail::launch_pdl(lightning_chunk_kernel<BV>, grid, kChunkThreads, shmem, s, o, ldo, x, ld, q_off, k_off, v_off,
-                     state, state_stride, log_decay, scale, group, D, rows.cu_seqlens, rows.slot, rows.flags);
+  detail::launch_pdl(detail::kPdlLightning, lightning_chunk_kernel<BV>, grid, kChunkThreads, shmem, s, o, ldo, x, ld,
+                     q_off, k_off, v_off, state, state_stride, log_decay, scale, group, D, rows.cu_seqlens, rows.slot,
+                     rows.flags);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
@@ -470,8 +471,9 @@ void lightning_path(LightningPath path, bf16* o, int ldo, const bf16* x, int ld,
   switch (path) {
     case LightningPath::Recurrent: {
       const dim3 grid(unsigned((D + kRecCols - 1) / kRecCols), unsigned(H), unsigned(rows.S));
-      detail::launch_pdl(lightning_recurrent_kernel, grid, kRecThreads, 0, s, o, ldo, x, ld, q_off, k_off, v_off, state,
-                         state_stride, log_decay, scale, group, D, rows.cu_seqlens, rows.slot, rows.flags);
+      detail::launch_pdl(detail::kPdlLightning, lightning_recurrent_kernel, grid, kRecThreads, 0, s, o, ldo, x, ld,
+                         q_off, k_off, v_off, state, state_stride, log_decay, scale, group, D, rows.cu_seqlens,
+                         rows.slot, rows.flags);
       SALA_CUDA_CHECK_LAUNCH();
       break;
     }
