@@ -74,6 +74,10 @@ has() { [[ $what == *",$1,"* ]]; }
 
 if has unit; then
   "$B/sala_cuda_tests" > "$OUT/gpu_tests.log" 2>&1 || status=1
+  # the decode-consistency cases again (graph replay vs eager bitwise, GPU draws, chunked prefill vs CPU): a race
+  # between overlapping kernels (launch.cuh) shows as a run that differs
+  "$B/sala_cuda_tests" --gtest_repeat=3 \
+    --gtest_filter='CudaModel.DecodeGraphs*:CudaModel.DrawsOnTheGpu*:CudaModel.PrefillInChunks*' >> "$OUT/gpu_tests.log" 2>&1 || status=1
   summary+=("gpu tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests.log" | tr '\n' ' ')")
   mapfile -t failed < <(grep -E '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log" | head -20)
   for l in "${failed[@]}"; do summary+=("  $l"); done
@@ -83,7 +87,7 @@ if has sanitize; then
   # GPU draws), each under a deadline so a slow tool cannot eat the session
   declare -A filt=(
     [memcheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaGemm.Silu*:CudaInfllmv2Select.Ties*'
-    [racecheck]='Every/BackendOps.*/cuda:CudaGemm.Silu*:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
+    [racecheck]='Every/BackendOps.*/cuda:CudaGemm.Gemv*:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
   for tool in memcheck racecheck; do
     if timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="${filt[$tool]}" \
         > "$OUT/sanitizer_$tool.log" 2>&1; then

@@ -4,7 +4,8 @@
 // fastest cuBLASLt kernels for it reach 72-88% of the copy bandwidth at SALA's shapes (bench_gemm_lightning). Here
 // each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
 // load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
-// by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
+// by every warp, a few KiB) stay there. Launched as a programmatic dependent (launch.cuh): the first weight loads are
+// issued before griddepcontrol.wait (the weights are constant), the x rows only after it. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
 // by shuffles. Three versions (kernel lab): v1 a row per warp, v2 two rows per warp with their loads interleaved
 // (both without shared memory or barriers: a warp finishes when its rows do), v3 four warps per row (split along in,
 // summed in shared memory); Gemm's tuning times all three. gemv_silu is the same product over a fused gate|up matrix
@@ -36,6 +37,17 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
+  return v;
+}
+
+// The x rows: written by the kernel before this one, which a programmatic dependent launch (launch.cuh) may still be
+// running when this one starts. A coherent load, not ld.global.nc (__ldg): the non-coherent path promises the data
+// fixed for the kernel's whole lifetime, which a dependent launch breaks. With __ldg here and the first weight loads
+// before the wait, decode results differed from run to run on the H200 (not with the wait first, nor with these
+// loads); volatile keeps them after the wait in program order.
+__device__ __forceinline__ uint4 ld_act(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
 
@@ -101,7 +113,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
       for (int n = 0; n < N; ++n) {
-        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u);
+        const uint4 xv = ld_act(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u);
 #pragma unroll
         for (int i = 0; i < RPW; ++i) acc[i][n] = dot8(acc[i][n], wv[i][u], xv);
       }
@@ -113,7 +125,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
     for (int i = 0; i < RPW; ++i) wv[i] = ld_stream(wr[i] + c);
 #pragma unroll
     for (int n = 0; n < N; ++n) {
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c);
+      const uint4 xv = ld_act(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c);
 #pragma unroll
       for (int i = 0; i < RPW; ++i) acc[i][n] = dot8(acc[i][n], wv[i], xv);
     }
@@ -170,14 +182,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
         for (int n = 0; n < N; ++n)
-          acc[n] = dot8(acc[n], wv[u], __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u));
+          acc[n] = dot8(acc[n], wv[u], ld_act(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u));
     }
     detail::pdl_wait();  // before the tail's x loads, when the loop above did not run
     for (; c < c1; c += 32) {
       const uint4 wv = ld_stream(wr + c);
 #pragma unroll
       for (int n = 0; n < N; ++n)
-        acc[n] = dot8(acc[n], wv, __ldg(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c));
+        acc[n] = dot8(acc[n], wv, ld_act(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c));
     }
   }
   detail::pdl_wait();  // every thread, before the stores (returns at once where the loop above waited)

@@ -8,8 +8,7 @@
 //     it or exited); called at the top, the next kernel starts during this one's last wave.
 // A kernel launched plainly (<<<>>>) after a PDL one, or a PDL one after a plain one, keeps the stream's order: both
 // instructions are no-ops in a grid that was not launched as a dependent. SALA_CUDA_PDL is a mask of the kernel
-// groups launched this way (PdlGroup; default none for now: with all groups on, decode steps raced on the H200;
-// -1: all), for A/B timing and for bisecting.
+// groups launched this way (PdlGroup; default all, 0: none), for A/B timing and for bisecting.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -11,7 +11,7 @@ namespace sala::cuda {
 bool detail::pdl_enabled(int group) {
   static const int mask = [] {
     const char* e = std::getenv("SALA_CUDA_PDL");
-    return e && *e ? std::atoi(e) : 0;  // off by default until the decode race it showed is found
+    return e && *e ? std::atoi(e) : ~0;
   }();
   return (mask & group) != 0;
 }
