@@ -4,8 +4,7 @@
 // fastest cuBLASLt kernels for it reach 72-88% of the copy bandwidth at SALA's shapes (bench_gemm_lightning). Here
 // each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
 // load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
-// by every warp, a few KiB) stay there. Launched as a programmatic dependent (launch.cuh): the first weight loads are
-// issued before griddepcontrol.wait (the weights are constant), the x rows only after it. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
+// by every warp, a few KiB) stay there. Launched as a programmatic dependent (launch.cuh; SALA_GEMV_PREWAIT below). Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
 // by shuffles. Three versions (kernel lab): v1 a row per warp, v2 two rows per warp with their loads interleaved
 // (both without shared memory or barriers: a warp finishes when its rows do), v3 four warps per row (split along in,
 // summed in shared memory); Gemm's tuning times all three. gemv_silu is the same product over a fused gate|up matrix
@@ -28,8 +27,12 @@ namespace sala::cuda {
 namespace {
 
 constexpr int kWarps = 8, kUnroll = 8;
+// Where the programmatic-dependent-launch wait goes (launch.cuh). 0 (default): first, as in every other kernel; the
+// H200 decode tests passed that way with PDL on (SALA_CUDA_PDL=-1). 1: after the first weight loads (the weights are
+// constant), so those overlap the kernel before: 1-2% faster decode, but with __ldg for x it raced (results differing
+// run to run), so this form reads x by coherent loads (ld_act); not yet run on a GPU.
 #ifndef SALA_GEMV_PREWAIT
-#define SALA_GEMV_PREWAIT 1  // 0: the PDL wait before the first weight loads too (experiments)
+#define SALA_GEMV_PREWAIT 0
 #endif
 
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
@@ -41,14 +44,18 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
 }
 
 // The x rows: written by the kernel before this one, which a programmatic dependent launch (launch.cuh) may still be
-// running when this one starts. A coherent load, not ld.global.nc (__ldg): the non-coherent path promises the data
-// fixed for the kernel's whole lifetime, which a dependent launch breaks. With __ldg here and the first weight loads
-// before the wait, decode results differed from run to run on the H200 (not with the wait first, nor with these
-// loads); volatile keeps them after the wait in program order.
+// running when this one starts. With the wait after the first weight loads, a coherent load, not ld.global.nc
+// (__ldg): the non-coherent path promises the data fixed for the kernel's whole lifetime, which a dependent launch
+// breaks, and with __ldg in that form decode results differed from run to run on the H200; volatile keeps these
+// after the wait in program order.
 __device__ __forceinline__ uint4 ld_act(const uint4* p) {
+#if SALA_GEMV_PREWAIT
   uint4 v;
   asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
+#else
+  return __ldg(p);  // after the wait at the kernel's top
+#endif
 }
 
 // a . b over the 8 bf16 of two 16-byte chunks, added to acc (fp32 products, the order fixed per chunk).

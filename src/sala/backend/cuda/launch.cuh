@@ -10,8 +10,8 @@
 // instructions are no-ops in a grid that was not launched as a dependent. SALA_CUDA_PDL is a mask of the kernel
 // groups launched this way (PdlGroup; -1: all), for A/B timing and for bisecting. Off by default for now: on the H200
 // (bench/results/2026-12-01-issue8-pdl-h200.md) it made batch-1 decode 1-4% faster, but with gemv's first weight
-// loads ahead of its wait the decode tests failed (results differing run to run), while with gemv waiting first they
-// passed; gemv's x loads are now coherent (gemv.cu: ld_act), a fix that has not yet run on a GPU.
+// loads ahead of its wait the decode tests failed (results differing run to run); with gemv waiting first (the
+// default, gemv.cu: SALA_GEMV_PREWAIT) the three decode-consistency tests passed, in one run, without a sanitizer.
 #pragma once
 #include <cuda_runtime.h>
 
