@@ -25,6 +25,14 @@ namespace sala::app {
 
 namespace {
 
+// The engine's environment switches that are set (A/B runs differ only in them), recorded with each JSON line.
+nlohmann::json engine_switches() {
+  nlohmann::json e = nlohmann::json::object();
+  for (const char* k : {"SALA_CUDA_GRAPHS", "SALA_CUDA_FUSE", "SALA_CUDA_PDL", "OMP_NUM_THREADS"})
+    if (const char* v = std::getenv(k)) e[k] = v;
+  return e;
+}
+
 std::string today() {
   std::time_t t = std::time(nullptr);
   char b[32];
@@ -206,6 +214,7 @@ void add_bench_commands(CLI::App& app) {
                             {"matmul_tflops", peaks.matmul_tflops},
                             {"copy_gbs", peaks.copy_gbs}};
         if (a->profile) j["profile"] = jprof;
+        j["env"] = engine_switches();
         std::ofstream f(a->out, std::ios::app);
         if (!f) fail("{}: cannot open for appending", a->out);
         f << j.dump() << "\n";

@@ -285,7 +285,9 @@ TEST_F(CliErrors, ImportChecksItsVocabularyBeforeWritingTheModel) {
 // per-op tables, and bad values refused naming the option.
 TEST_F(CliErrors, BenchOnTheCpuWritesItsFiguresAndRefusesBadValues) {
   const std::string j = tmp.file("bench.jsonl");
+  setenv("SALA_CUDA_FUSE", "0", 1);  // recorded in each line's "env" (the CPU backend ignores it)
   const Split ok = run_split("bench --preset sala-tiny --device cpu --lengths 100,64 --decode 2 --profile --out " + j, tmp);
+  unsetenv("SALA_CUDA_FUSE");
   ASSERT_EQ(ok.code, 0) << ok.err;
   EXPECT_NE(ok.out.find("sala-tiny"), std::string::npos) << ok.out;
   for (const char* want : {"profile: sala-tiny prefill of 100 tokens", "profile: sala-tiny decode at 64 tokens, batch 1",
@@ -297,7 +299,8 @@ TEST_F(CliErrors, BenchOnTheCpuWritesItsFiguresAndRefusesBadValues) {
   while (std::getline(f, line)) {
     ++lines;
     for (const char* key : {"\"ttft_s\"", "\"ttft_floor_s\"", "\"decode_tok_s\"", "\"decode_floor_tok_s\"",
-                            "\"commit\"", "\"command\"", "\"card\"", "\"date\"", "\"profile\""})
+                            "\"commit\"", "\"command\"", "\"card\"", "\"date\"", "\"profile\"",
+                            "\"env\":{\"SALA_CUDA_FUSE\":\"0\"}"})
       EXPECT_NE(line.find(key), std::string::npos) << key << " missing in " << line;
   }
   EXPECT_EQ(lines, 2);
