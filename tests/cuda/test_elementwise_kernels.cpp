@@ -703,13 +703,13 @@ TEST(CudaGemm, GemvMatchesCpu) {
 // The SwiGLU product (gemv_silu, Gemm::matmul_silu): m = silu(gate) * up over a fused gate|up matrix. Per gemv
 // version, bitwise the plain gemv of the same version followed by silu_mul (the fused epilogue must round as the
 // store between them does), and within bf16 rounding of the CPU; Gemm's tuned choice (gemv or cuBLASLt + silu_mul)
-// against the CPU at decode sizes (N = 32: the tuned cuBLASLt path) and at a prefill size. in = 1032: v3's unequal quarters; inter = 77: a tail of
-// the 8 warps (v2: 16 pairs) of a CTA.
+// against the CPU at decode sizes (N = 32: the tuned cuBLASLt path) and at a prefill size. in = 1032: v3's unequal
+// quarters; inter = 77: a tail of the 8 warps (v2: 16 pairs) of a CTA.
 TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
   cuda::Gemm gemm;
   for (auto [in, inter] : {std::pair{4096, 1000}, std::pair{1032, 77}}) {
     const int out = 2 * inter;
-    for (int N : {1, 2, 5, 8, 32, 77}) {  // 32: batched decode (cuBLASLt + silu_mul, tuned)
+    for (int N : {1, 2, 5, 8, 32, 77}) {
       auto x = randn(size_t(N) * in), w = randn(size_t(out) * in, 0.05f);
       auto xb = to_bf16(x);
       auto wb = to_bf16(w);
