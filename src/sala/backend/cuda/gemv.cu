@@ -29,8 +29,9 @@ namespace {
 constexpr int kWarps = 8, kUnroll = 8;
 // Where the programmatic-dependent-launch wait goes (launch.cuh). 0 (default): first, as in every other kernel; the
 // H200 decode tests passed that way with PDL on (SALA_CUDA_PDL=-1). 1: after the first weight loads (the weights are
-// constant), so those overlap the kernel before: 1-2% faster decode, but with __ldg for x it raced (results differing
-// run to run), so this form reads x by coherent loads (ld_act); not yet run on a GPU.
+// constant), so those overlap the kernel before: 1-2% faster decode. With __ldg for x and the next kernel let launch
+// before the wait, that form raced (results differing run to run); so it now reads x by coherent loads (ld_act) and
+// lets the next kernel launch only after its wait. Not yet run on a GPU.
 #ifndef SALA_GEMV_PREWAIT
 #define SALA_GEMV_PREWAIT 0
 #endif
@@ -56,6 +57,13 @@ __device__ __forceinline__ uint4 ld_act(const uint4* p) {
 #else
   return __ldg(p);  // after the wait at the kernel's top
 #endif
+}
+
+// The PDL wait inside the kernel (idempotent). In the pre-wait form the next kernel is let launch only after it, as
+// every other kernel does (launch.cuh): never three grids in flight.
+__device__ __forceinline__ void waited() {
+  detail::pdl_wait();
+  if (SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
 }
 
 // a . b over the 8 bf16 of two 16-byte chunks, added to acc (fp32 products, the order fixed per chunk).
@@ -88,8 +96,8 @@ __device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u)
 template <int N, bool F32, int RPW, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
-  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();
-  detail::pdl_launch_dependents();  // launch.cuh; the wait comes after the first weight loads
+  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();  // launch.cuh
+  if (!SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
   static_assert(!kSilu || (RPW % 2 == 0 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   constexpr int kOuts = kSilu ? RPW / 2 : RPW;  // output rows of a warp
   const int lane = threadIdx.x & 31;
@@ -115,7 +123,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
     for (int i = 0; i < RPW; ++i)
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) wv[i][u] = ld_stream(wr[i] + c + 32 * u);
-    if (c == lane) detail::pdl_wait();  // the weights are constant: their first loads overlap the kernel before
+    if (c == lane) waited();  // the weights are constant: their first loads may overlap the kernel before
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
@@ -125,7 +133,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
         for (int i = 0; i < RPW; ++i) acc[i][n] = dot8(acc[i][n], wv[i][u], xv);
       }
   }
-  detail::pdl_wait();  // (returns at once when the loop above waited) before the tail's x loads and the stores
+  waited();  // (returns at once when the loop above waited) before the tail's x loads and the stores
   for (; c < chunks; c += 32) {
     uint4 wv[RPW];
 #pragma unroll
@@ -165,8 +173,8 @@ template <int N, bool F32, bool kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restrict__ y, int ldy,
                                                                 const bf16* __restrict__ x, int ldx,
                                                                 const bf16* __restrict__ w, int in, int out) {
-  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();
-  detail::pdl_launch_dependents();  // launch.cuh; the wait comes after the first weight loads
+  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();  // launch.cuh
+  if (!SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
   constexpr int kRowsPerCta = kWarps / kSplit;
   static_assert(!kSilu || (kRowsPerCta == 2 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   __shared__ float part[kWarps][N];
@@ -184,14 +192,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
       uint4 wv[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) wv[u] = ld_stream(wr + c + 32 * u);
-      if (c == c0 + lane) detail::pdl_wait();  // as in gemv_kernel
+      if (c == c0 + lane) waited();  // as in gemv_kernel
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
         for (int n = 0; n < N; ++n)
           acc[n] = dot8(acc[n], wv[u], ld_act(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c + 32 * u));
     }
-    detail::pdl_wait();  // before the tail's x loads, when the loop above did not run
+    waited();  // before the tail's x loads, when the loop above did not run
     for (; c < c1; c += 32) {
       const uint4 wv = ld_stream(wr + c);
 #pragma unroll
@@ -199,7 +207,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
         acc[n] = dot8(acc[n], wv, ld_act(reinterpret_cast<const uint4*>(x + size_t(n) * ldx) + c));
     }
   }
-  detail::pdl_wait();  // every thread, before the stores (returns at once where the loop above waited)
+  waited();  // every thread, before the stores (returns at once where the loop above waited)
 #pragma unroll
   for (int n = 0; n < N; ++n) {
     float v = acc[n];
