@@ -3,7 +3,7 @@
 #   bash scripts/device.sh pack        here (no GPU): build the release tree and gather the binaries plus the shared
 #                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default: tests + bench, ~8 min) | tests |
-#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | profile | eval | sweep,
+#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | pdl | profile | eval | sweep,
 #                                      or several joined by commas (a call stops at 10 min, and only 8 files under
 #                                      $OUT come back).
 #                                      tests = unit (the GPU tests) + sanitize (compute-sanitizer memcheck +
@@ -13,6 +13,7 @@
 #                                      graphs: SALA-9B decode with and without CUDA graphs (A/B, batch 1 and 32);
 #                                      fuse: decode A/B of programmatic dependent launch (SALA_CUDA_PDL) and
 #                                      the fused op pairs (SALA_CUDA_FUSE), and the 32K batch-1 decode profile;
+#                                      pdl: the GPU suite, repeats and memcheck with PDL on, then decode off/on;
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -159,6 +160,29 @@ if has fuse; then
     [[ -f $OUT/bench_fuse_b32_$pf.txt ]] && b32=$(grep -E '^minicpm' "$OUT/bench_fuse_b32_$pf.txt" | awk '{print $7}')
     summary+=("  $pf b1 32K(/128K): $(grep -E '^minicpm' "$OUT/bench_fuse_$pf.txt" | awk '{printf "%s ", $7}') b32 32K: $b32")
   done
+fi
+
+if has pdl; then
+  # programmatic dependent launch (off by default, launch.cuh) validated and timed: the whole GPU suite with it on,
+  # the decode-consistency cases 5 more times, memcheck on the model cases, then decode with it off and on
+  SALA_CUDA_PDL=-1 "$B/sala_cuda_tests" > "$OUT/gpu_tests_pdl.log" 2>&1 || status=1
+  SALA_CUDA_PDL=-1 "$B/sala_cuda_tests" --gtest_repeat=5 \
+    --gtest_filter='CudaModel.DecodeGraphs*:CudaModel.DrawsOnTheGpu*:CudaModel.PrefillInChunks*' >> "$OUT/gpu_tests_pdl.log" 2>&1 || status=1
+  summary+=("gpu tests, PDL on: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_pdl.log" | sort | uniq -c | tr '\n' ' ')")
+  if SALA_CUDA_PDL=-1 SALA_CUDA_TEST_QUICK=1 timeout 170 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/sala_cuda_tests" \
+      --gtest_filter='CudaModel.DecodeGraphs*:CudaModel.DrawsOnTheGpu*:Every/BackendOps.*/cuda' > "$OUT/sanitizer_pdl.log" 2>&1; then
+    summary+=("compute-sanitizer memcheck, PDL on: clean")
+  else
+    status=1
+    summary+=("compute-sanitizer memcheck, PDL on: FAILED or timed out (sanitizer_pdl.log)")
+  fi
+  tail -c 100000 "$OUT/sanitizer_pdl.log" > "$OUT/sanitizer_pdl.tail" && mv "$OUT/sanitizer_pdl.tail" "$OUT/sanitizer_pdl.log"
+  J=$OUT/bench_pdl.jsonl
+  for p in 0 -1; do
+    SALA_CUDA_PDL=$p "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k --decode 64 --out "$J" 2>&1 \
+      | tee "$OUT/bench_pdl_$p.txt" || status=1
+  done
+  summary+=("decode tok/s at 32K / 128K, PDL off: $(grep -E '^minicpm' "$OUT/bench_pdl_0.txt" | awk '{printf "%s ", $7}') on: $(grep -E '^minicpm' "$OUT/bench_pdl_-1.txt" | awk '{printf "%s ", $7}')")
 fi
 
 if has profile; then
