@@ -314,6 +314,26 @@ TEST(CudaModel, ProfileTimesEveryOpAndChangesNoResult) {
   EXPECT_TRUE(g.backend().take_profile().empty()) << "nothing timed once profiling is off";
 }
 
+// SALA_CUDA_GU_PAIRS=1 stores the gate|up matrices row-interleaved (add_swiglu_matrix): prefill (cuBLASLt +
+// silu_mul_pairs) and decode (gemv_silu over adjacent rows, graphs from the second step) against the CPU, and the
+// interleaved product refused by linear().
+TEST(CudaModel, InterleavedGateUpMatchesCpu) {
+  REQUIRE_CUDA();
+  const ModelConfig c = preset_config("sala-tiny64");
+  Weights w = random_weights(c, 16);
+  Model cpu(c, w);
+  setenv("SALA_CUDA_GU_PAIRS", "1", 1);
+  Model gpu(c, std::move(w), Device::CUDA);
+  unsetenv("SALA_CUDA_GU_PAIRS");
+  const auto ids = test::random_ids(300, c.vocab_size, 7);
+  SequenceState a = cpu.new_state(), g = gpu.new_state();
+  expect_close(gpu.prefill(ids, g), cpu.prefill(ids, a), 3e-2, "prefill");
+  for (int k = 0; k < 6; ++k) {
+    const int32_t id = int32_t((k * 31 + 5) % c.vocab_size);
+    expect_close(gpu.decode(id, g), cpu.decode(id, a), 3e-2, "decode " + std::to_string(k));
+  }
+}
+
 TEST(CudaModel, DenseTeacherAndSmallSalaMatchCpu) {
   REQUIRE_CUDA();
   for (const char* preset : {"sala-small", "minicpm-tiny"}) {

@@ -300,6 +300,28 @@ TEST(CudaElementwise, SiluMulMatchesCpu) {
   }
 }
 
+TEST(CudaElementwise, SiluMulPairsMatchesCpu) {  // gate|up interleaved: (gate i, up i) side by side
+  for (int inter : {16384, 1001, 3}) {
+    const int N = 9;
+    auto gu = randn(size_t(N) * 2 * inter, 3.0f);
+    auto gb = to_bf16(gu);
+    Dev<uint16_t> dgu(gb), dout(size_t(N) * inter);
+    dout.poison();
+    cuda::silu_mul_pairs(reinterpret_cast<bf16*>(dout.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
+    sync();
+    std::vector<float> g(static_cast<size_t>(inter)), u(static_cast<size_t>(inter)), want(size_t(N) * inter);
+    for (int r = 0; r < N; ++r) {
+      for (int i = 0; i < inter; ++i) {
+        g[size_t(i)] = gu[(size_t(r) * inter + i) * 2];
+        u[size_t(i)] = gu[(size_t(r) * inter + i) * 2 + 1];
+      }
+      cpu::silu_mul(want.data() + size_t(r) * inter, g.data(), u.data(), inter);
+    }
+    EXPECT_LT(block_err(dout.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "silu_mul_pairs"), 1e-2)
+        << "inter " << inter;
+  }
+}
+
 TEST(CudaElementwise, MulSigmoidMatchesCpu) {
   // x: a column slice of a wider buffer (an attention output inside a fused layout), g: another one
   for (auto [width, ldx, ldg] : {std::tuple{4096, 8192, 4096 * 4}, std::tuple{777, 780, 779}, std::tuple{8, 8, 8}}) {
@@ -703,8 +725,9 @@ TEST(CudaGemm, GemvMatchesCpu) {
 // The SwiGLU product (gemv_silu, Gemm::matmul_silu): m = silu(gate) * up over a fused gate|up matrix. Per gemv
 // version, bitwise the plain gemv of the same version followed by silu_mul (the fused epilogue must round as the
 // store between them does), and within bf16 rounding of the CPU; Gemm's tuned choice (gemv or cuBLASLt + silu_mul)
-// against the CPU at decode sizes (N = 32: the tuned cuBLASLt path) and at a prefill size. in = 1032: v3's unequal
-// quarters; inter = 77: a tail of the 8 warps (v2: 16 pairs) of a CTA.
+// against the CPU at decode sizes (N = 32: the tuned cuBLASLt path) and at a prefill size; all of it also over the
+// rows interleaved (gate 0, up 0, gate 1, ...). in = 1032: v3's unequal quarters; inter = 77: a tail of the 8 warps
+// (v2: 16 pairs) of a CTA.
 TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
   cuda::Gemm gemm;
   for (auto [in, inter] : {std::pair{4096, 1000}, std::pair{1032, 77}}) {
@@ -736,6 +759,29 @@ TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
       gemm.matmul_silu(reinterpret_cast<bf16*>(dm.p), reinterpret_cast<bf16*>(dgu.p), xp, in, wp, N, in, out, nullptr);
       sync();
       EXPECT_LT(block_err(dm.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "matmul_silu"), 2e-2) << tag;
+
+      // the same product over the rows interleaved (gate 0, up 0, gate 1, ...: SALA_CUDA_GU_PAIRS)
+      std::vector<uint16_t> wi(wb.size());
+      for (int r = 0; r < inter; ++r)
+        for (int h = 0; h < 2; ++h)
+          std::copy_n(wb.data() + (size_t(h) * inter + r) * in, in, wi.data() + (size_t(2 * r + h)) * in);
+      Dev<uint16_t> dwi(wi);
+      const auto* wip = reinterpret_cast<const bf16*>(dwi.p);
+      for (int v = 1; N <= cuda::kGemvMaxRows && v <= cuda::kGemvVersions; ++v) {
+        dm.poison();
+        cuda::gemv_silu(reinterpret_cast<bf16*>(dm.p), inter, xp, in, wip, N, in, out, nullptr, v, true);
+        cuda::gemv(dgu.p, false, out, xp, in, wip, N, in, out, nullptr, v);
+        cuda::silu_mul_pairs(reinterpret_cast<bf16*>(dref.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
+        sync();
+        const auto got = dm.get<uint16_t>();
+        EXPECT_EQ(got, dref.get<uint16_t>()) << tag << " v" << v << ": gemv_silu (pairs) != gemv + silu_mul_pairs";
+        EXPECT_LT(block_err(got, inter, 0, N, 0, inter, want, inter, 0, "gemv_silu pairs"), 2e-2) << tag << " v" << v;
+      }
+      dm.poison();
+      gemm.matmul_silu(reinterpret_cast<bf16*>(dm.p), reinterpret_cast<bf16*>(dgu.p), xp, in, wip, N, in, out, nullptr,
+                       true);
+      sync();
+      EXPECT_LT(block_err(dm.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "matmul_silu pairs"), 2e-2) << tag;
     }
   }
   Dev<uint16_t> d(16);

@@ -193,15 +193,14 @@ TEST_P(BackendOps, ElementwiseOpsOnStridedViews) {
   EXPECT_LT(test::rel_max_err(got, want), bound(GetParam())) << "silu_mul";
 }
 
-// The fused pairs (a backend may run them as one kernel): the SwiGLU product over a gate|up matrix of two parts, at
-// decode row counts (CUDA: its gemv epilogue) and a prefill one, and the output norm followed by its gate over
-// strided views, each against the float64 of its two ops on the values the backend holds.
+// The fused pairs (a backend may run them as one kernel): the SwiGLU product over a gate|up matrix
+// (add_swiglu_matrix), at decode row counts (CUDA: its gemv epilogue) and a prefill one, and the output norm followed
+// by its gate over strided views, each against the float64 of its two ops on the values the backend holds.
 TEST_P(BackendOps, FusedPairsMatchTheirTwoOps) {
   const int64_t in = 256, inter = 200, w = 256, ld = 3 * w;
   auto wg = bf16_randn(size_t(inter * in), 30, 0.05f), wu = bf16_randn(size_t(inter * in), 31, 0.05f);
   auto nw = bf16_randn(size_t(w), 32, 0.3f);
-  const HostTensor parts[2] = {host("gate_proj", wg, inter, in), host("up_proj", wu, inter, in)};
-  const Mat W = be->add_matrix(parts);
+  const Mat W = be->add_swiglu_matrix(host("gate_proj", wg, inter, in), host("up_proj", wu, inter, in));
   const Vec nv = be->add_vector(host("n", nw, 1, w));
   be->finish_weights();
   plan(1, 128, 65);

@@ -131,6 +131,12 @@ class Backend {
 
   // ---- weights (once, at load) ----
   virtual Mat add_matrix(std::span<const HostTensor> parts) = 0;
+  // The gate|up matrix of linear_silu_mul (its only reader): a backend may store its rows in another order (CUDA:
+  // interleaved, SALA_CUDA_GU_PAIRS). By default the two parts stacked, as add_matrix.
+  virtual Mat add_swiglu_matrix(const HostTensor& gate, const HostTensor& up) {
+    const HostTensor parts[2] = {gate, up};
+    return add_matrix(parts);
+  }
   virtual Vec add_vector(const HostTensor& t) = 0;
   virtual void finish_weights() {}
 

@@ -146,7 +146,7 @@ void Model::upload(const std::function<HostTensor(const TensorSpec&)>& source) {
     SALA_CHECK(q.size() == 3 && gu[l].size() == 2);
     if (!extra_qkv[l].name.empty()) q.push_back(extra_qkv[l]);
     layers_[l].qkv = be_->add_matrix(q);
-    layers_[l].gate_up = be_->add_matrix(gu[l]);
+    layers_[l].gate_up = be_->add_swiglu_matrix(gu[l][0], gu[l][1]);  // read only by linear_silu_mul
   }
   if (!lm_head_) lm_head_ = embed_;  // tied
   be_->finish_weights();

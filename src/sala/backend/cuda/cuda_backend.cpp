@@ -60,6 +60,8 @@ struct DevMem {
 struct PendingPart {
   HostTensor t;
   size_t dev_off = 0;  // bytes into the weight arena
+  size_t pitch = 0;    // bytes from one of its rows to the next on the device (0: contiguous rows)
+  int64_t random_rows = -1;  // made on the device: rows drawn from its seed (-1: its own rows; 0: none)
 };
 
 struct LayerDims {
@@ -83,6 +85,8 @@ class CudaBackend final : public Backend {
     graphs_enabled_ = !(g && std::strcmp(g, "0") == 0);
     const char* f = std::getenv("SALA_CUDA_FUSE");  // 0: the fused op pairs run as their two ops (A/B timing)
     fuse_ = !(f && std::strcmp(f, "0") == 0);
+    const char* gp = std::getenv("SALA_CUDA_GU_PAIRS");
+    gu_pairs_ = gp && std::strcmp(gp, "1") == 0;
   }
   ~CudaBackend() override {
     abandon_capture();
@@ -116,6 +120,29 @@ class CudaBackend final : public Backend {
     weight_bytes_ = (at + 255) / 256 * 256;
     mats_.push_back(off);
     mat_labels_.push_back(matrix_label(parts));
+    mat_pairs_.resize(mats_.size());
+    return m;
+  }
+  // SALA_CUDA_GU_PAIRS=1: the gate|up matrix stored row-interleaved (gate 0, up 0, gate 1, up 1, ...), so that the
+  // decode product's warp reads a gate row and its up row side by side (gemv.cu, kSilu = 2) and the prefill SwiGLU
+  // reads pairs (silu_mul_pairs); only linear_silu_mul reads it. Off by default: not yet run on a GPU. Random weights
+  // made on the device are then drawn as one block from the gate's seed (other values than the stacked layout's).
+  Mat add_swiglu_matrix(const HostTensor& gate, const HostTensor& up) override {
+    if (!gu_pairs_) {
+      const HostTensor parts[2] = {gate, up};
+      return add_matrix(parts);
+    }
+    SALA_CHECK(gate.rows == up.rows && gate.cols == up.cols);
+    Mat m{int(mats_.size()), 2 * gate.rows, gate.cols};
+    const size_t off = weight_bytes_, row = size_t(gate.cols) * 2;
+    pending_.push_back({gate, off, 2 * row, 2 * gate.rows});
+    pending_.push_back({up, off + row, 2 * row, 0});
+    weight_bytes_ = (off + 2 * row * size_t(gate.rows) + 255) / 256 * 256;
+    mats_.push_back(off);
+    const HostTensor parts[2] = {gate, up};
+    mat_labels_.push_back(matrix_label(parts));
+    mat_pairs_.resize(mats_.size());
+    mat_pairs_.back() = true;
     return m;
   }
   Vec add_vector(const HostTensor& t) override {
@@ -140,7 +167,23 @@ class CudaBackend final : public Backend {
       for (const PendingPart& p : pending_) {
         const size_t n = size_t(p.t.rows * p.t.cols);
         if (!p.t.data) {  // made on the device
-          fill_random_bf16(weights_.as<char>(p.dev_off), n, p.t.random_std, p.t.random_seed, stream_);
+          const size_t rows = p.random_rows < 0 ? size_t(p.t.rows) : size_t(p.random_rows);
+          if (rows)
+            fill_random_bf16(weights_.as<char>(p.dev_off), rows * size_t(p.t.cols), p.t.random_std, p.t.random_seed,
+                             stream_);
+          continue;
+        }
+        if (p.pitch) {  // rows spread out (add_swiglu_matrix): whole rows per staged chunk
+          const size_t cols = size_t(p.t.cols), per = std::max<size_t>(1, stage_elems / cols);
+          for (size_t r = 0; r < size_t(p.t.rows); r += per) {
+            const size_t nr = std::min(per, size_t(p.t.rows) - r), m = nr * cols;
+            const auto* src = static_cast<const std::byte*>(p.t.data) + r * cols * dtype_size(p.t.dtype);
+            std::vector<float> tmp(m);
+            convert_to_f32(tmp.data(), src, p.t.dtype, m);
+            convert_from_f32(stage, tmp.data(), DType::BF16, m);
+            SALA_CUDA_CHECK(cudaMemcpy2D(weights_.as<char>(p.dev_off + r * p.pitch), p.pitch, stage, cols * 2, cols * 2,
+                                         nr, cudaMemcpyHostToDevice));
+          }
           continue;
         }
         for (size_t i = 0; i < n; i += stage_elems) {
@@ -227,6 +270,7 @@ class CudaBackend final : public Backend {
   }
   void linear(Act y, const Act& x, Mat m) override {
     SALA_CHECK(y.cols == m.out && x.cols == m.in && x.rows == y.rows && x.dtype == DType::BF16);
+    if (mat_pairs_[size_t(m.id)]) throw InternalError("cuda: a row-interleaved gate|up matrix read by linear()");
     if (replaying()) return;
     const OpScope t(this, mat_labels_[size_t(m.id)]);
     if (y.dtype == DType::F32)
@@ -256,11 +300,12 @@ class CudaBackend final : public Backend {
   void linear_silu_mul(Act out, Act gu, const Act& x, Mat m) override {
     SALA_CHECK(out.ld == out.cols && gu.ld == gu.cols && gu.cols == m.out && out.cols * 2 == m.out && x.cols == m.in &&
                x.rows == gu.rows && out.rows == gu.rows && x.dtype == DType::BF16);
-    if (!fuse_) return Backend::linear_silu_mul(out, gu, x, m);
+    if (!fuse_ && !mat_pairs_[size_t(m.id)]) return Backend::linear_silu_mul(out, gu, x, m);
     if (replaying()) return;
     const OpScope t(this, profiling_ ? mat_labels_[size_t(m.id)] + " + silu * up" : std::string());
     gemm_->matmul_silu(static_cast<bf16*>(out.data), static_cast<bf16*>(gu.data), static_cast<const bf16*>(x.data),
-                       int(x.ld), w(mats_[size_t(m.id)]), int(x.rows), int(m.in), int(m.out), stream_);
+                       int(x.ld), w(mats_[size_t(m.id)]), int(x.rows), int(m.in), int(m.out), stream_,
+                       mat_pairs_[size_t(m.id)]);
   }
   void rmsnorm_rows_gate(Act x, Vec wv, float eps, const Act& g) override {
     SALA_CHECK(g.rows == x.rows && g.cols == x.cols);
@@ -577,6 +622,8 @@ class CudaBackend final : public Backend {
   OpTimes profile_;
   std::vector<std::string> mat_labels_;
   bool fuse_ = true;  // SALA_CUDA_FUSE=0: linear_silu_mul and rmsnorm_rows_gate as their two ops
+  bool gu_pairs_ = false;        // SALA_CUDA_GU_PAIRS=1: add_swiglu_matrix interleaves the rows
+  std::vector<bool> mat_pairs_;  // per matrix: stored row-interleaved (add_swiglu_matrix)
   GraphKey graph_key_;
   std::map<GraphKey, Graph> graphs_;
   bool graphs_enabled_ = true;

@@ -31,7 +31,8 @@ struct Key {
   int N, in, out, ldx, ldy;
   bool f32;
   uint32_t ax, aw, ay;
-  bool silu = false;  // matmul_silu: tuned apart (its gemv has another epilogue, its cuBLASLt path one more kernel)
+  int silu =
+      0;  // matmul_silu (2: rows interleaved): tuned apart (another gemv epilogue, one more kernel after cuBLASLt)
   auto tie() const { return std::tie(N, in, out, ldx, ldy, f32, ax, aw, ay, silu); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
@@ -174,12 +175,12 @@ void Gemm::matmul_f32(float* y, int ldy, const __nv_bfloat16* x, int ldx, const 
 }
 
 void Gemm::matmul_silu(__nv_bfloat16* m, __nv_bfloat16* gu, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w,
-                       int N, int in, int out, cudaStream_t s) {
-  run(gu, false, out, x, ldx, w, N, in, out, s, m);
+                       int N, int in, int out, cudaStream_t s, bool pairs) {
+  run(gu, false, out, x, ldx, w, N, in, out, s, m, pairs);
 }
 
 void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w, int N, int in, int out,
-               cudaStream_t s, __nv_bfloat16* silu) {
+               cudaStream_t s, __nv_bfloat16* silu, bool pairs) {
   const Key k{N,
               in,
               out,
@@ -189,7 +190,7 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
               alignment_of(x, int64_t(ldx) * 2),
               alignment_of(w, int64_t(in) * 2),
               alignment_of(y, int64_t(ldy) * (f32 ? 4 : 2)),
-              silu != nullptr};
+              silu ? (pairs ? 2 : 1) : 0};
   if (N < 0 || in <= 0 || out <= 0 || ldx < in || ldy < out || (silu && (f32 || out % 2 != 0)))
     throw InternalError(fmt::format("Gemm: bad shape {}{}", shape_text(k), silu ? " (silu)" : ""));
   if (N == 0) return;
@@ -206,7 +207,7 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     const auto* xb = static_cast<const __nv_bfloat16*>(x);
     const auto* wb = static_cast<const __nv_bfloat16*>(w);
     if (silu)
-      gemv_silu(silu, out / 2, xb, ldx, wb, N, in, out, s, version);
+      gemv_silu(silu, out / 2, xb, ldx, wb, N, in, out, s, version, pairs);
     else
       gemv(y, f32, ldy, xb, ldx, wb, N, in, out, s, version);
   };
@@ -214,8 +215,12 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
   auto launch = [&](const cublasLtMatmulAlgo_t& algo) {
     const cublasStatus_t st = cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d,
                                              &algo, impl_->workspace, impl_->workspace_bytes, s);
-    if (st == CUBLAS_STATUS_SUCCESS && silu)
-      cuda::silu_mul(silu, static_cast<const __nv_bfloat16*>(y), N, out / 2, s);
+    if (st == CUBLAS_STATUS_SUCCESS && silu) {
+      if (pairs)
+        cuda::silu_mul_pairs(silu, static_cast<const __nv_bfloat16*>(y), N, out / 2, s);
+      else
+        cuda::silu_mul(silu, static_cast<const __nv_bfloat16*>(y), N, out / 2, s);
+    }
     return st;
   };
   if (!p.tuned) {

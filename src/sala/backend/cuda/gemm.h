@@ -30,9 +30,10 @@ inline constexpr int kGemvVersions = 3;
 void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
           int out, cudaStream_t s, int version = 1);
 // The SwiGLU product: w is a fused gate|up matrix (out rows, gate rows first), and m (N, out / 2) gets
-// silu(gate) * up, bitwise what gemv (same version) into a bf16 buffer followed by silu_mul stores.
+// silu(gate) * up, bitwise what gemv (same version) into a bf16 buffer followed by silu_mul stores. pairs: w's rows
+// are interleaved (gate 0, up 0, gate 1, up 1, ...; silu_mul_pairs is the unfused form).
 void gemv_silu(__nv_bfloat16* m, int ldm, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
-               int out, cudaStream_t s, int version = 1);
+               int out, cudaStream_t s, int version = 1, bool pairs = false);
 
 class Gemm {
  public:
@@ -49,10 +50,11 @@ class Gemm {
   void matmul_f32(float* y, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in, int out,
                   cudaStream_t s);
 
-  // SwiGLU: m (N, out / 2) = silu(gate) * up, gate | up = x · w^T (w: the fused gate|up matrix, out rows). Tuned as
-  // its own shape: gemv_silu where it wins, else the cuBLASLt product into gu (N, out; contiguous rows) and silu_mul.
-  void matmul_silu(__nv_bfloat16* m, __nv_bfloat16* gu, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w,
-                   int N, int in, int out, cudaStream_t s);
+  // SwiGLU: m (N, out / 2) = silu(gate) * up, gate | up = x · w^T (w: the fused gate|up matrix, out rows; pairs: its
+  // rows interleaved). Tuned as its own shape: gemv_silu where it wins, else the cuBLASLt product into gu (N, out;
+  // contiguous rows) and silu_mul (silu_mul_pairs).
+  void matmul_silu(__nv_bfloat16* m, __nv_bfloat16* gu, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N,
+                   int in, int out, cudaStream_t s, bool pairs = false);
 
   size_t cached_plans() const;  // shapes planned so far (tests)
 
@@ -60,7 +62,7 @@ class Gemm {
   struct Impl;
   // silu: y is the gate|up buffer and silu the SwiGLU output (matmul_silu); nullptr for a plain product
   void run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w, int N, int in, int out, cudaStream_t s,
-           __nv_bfloat16* silu = nullptr);
+           __nv_bfloat16* silu = nullptr, bool pairs = false);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -92,10 +92,11 @@ __device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u)
 }
 
 // RPW rows per warp, their loads interleaved (RPW = 2: sixteen 16-byte loads in flight per lane). kSilu: the warp's
-// rows are RPW / 2 gate rows p and their up rows p + out / 2, and y (N, out / 2) gets silu(gate) * up.
-template <int N, bool F32, int RPW, bool kSilu>
+// rows are RPW / 2 gate rows p and their up rows, p + out / 2 (kSilu 1) or, with rows interleaved, 2 p and 2 p + 1
+// (kSilu 2: the plain v2's access pattern), and y (N, out / 2) gets silu(gate) * up.
+template <int N, bool F32, int RPW, int kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
-                                                          int ldx, const bf16* __restrict__ w, int in, int out) {
+                                                           int ldx, const bf16* __restrict__ w, int in, int out) {
   if (!SALA_GEMV_PREWAIT) detail::pdl_wait();  // launch.cuh
   if (!SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
   static_assert(!kSilu || (RPW % 2 == 0 && !F32), "a silu pair is a gate row and its up row, stored bf16");
@@ -108,7 +109,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
   const uint4* wr[RPW];
 #pragma unroll
   for (int i = 0; i < RPW; ++i) {
-    const int r = min(o0 + i % kOuts, outs - 1) + (kSilu ? (i / kOuts) * outs : 0);
+    const int p = min(o0 + i % kOuts, outs - 1);
+    const int r = kSilu == 2 ? 2 * p + i / kOuts : p + (kSilu ? (i / kOuts) * outs : 0);
     wr[i] = reinterpret_cast<const uint4*>(w + size_t(r) * in);
   }
   float acc[RPW][N];
@@ -167,19 +169,20 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y,
 
 // v3: kSplit warps per row, each over a contiguous quarter of the row's chunks; the partial sums meet in shared
 // memory. For short, wide products (down_proj: 4096 rows of 16384) whose one-warp rows leave the GPU with too few
-// warps, each walking 64 chunks per lane in series. kSilu: the CTA's two rows are gate row p and up row p + out / 2.
+// warps, each walking 64 chunks per lane in series. kSilu: the CTA's two rows are gate row p and up row p + out / 2
+// (kSilu 2, rows interleaved: 2 p and 2 p + 1).
 constexpr int kSplit = 4;
-template <int N, bool F32, bool kSilu>
-__global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restrict__ y, int ldy,
-                                                                const bf16* __restrict__ x, int ldx,
-                                                                const bf16* __restrict__ w, int in, int out) {
+template <int N, bool F32, int kSilu>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_split_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
+                      int in, int out) {
   if (!SALA_GEMV_PREWAIT) detail::pdl_wait();  // launch.cuh
   if (!SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
   constexpr int kRowsPerCta = kWarps / kSplit;
   static_assert(!kSilu || (kRowsPerCta == 2 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   __shared__ float part[kWarps][N];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int row = kSilu ? blockIdx.x + (warp / kSplit) * (out / 2) : blockIdx.x * kRowsPerCta + warp / kSplit;
+  const int row = kSilu == 1 ? blockIdx.x + (warp / kSplit) * (out / 2) : blockIdx.x * kRowsPerCta + warp / kSplit;
   const int q = warp % kSplit;
   const int chunks = in / 8, c0 = int((long long)chunks * q / kSplit), c1 = int((long long)chunks * (q + 1) / kSplit);
   float acc[N];
@@ -231,14 +234,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_split_kernel(void* __restric
   }
 }
 
-template <int N, int RPW, bool kSilu>
+template <int N, int RPW, int kSilu>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, cudaStream_t s) {
   const int outs = kSilu ? out / 2 : out, per_cta = kWarps * (kSilu ? RPW / 2 : RPW);
   const unsigned grid = unsigned((outs + per_cta - 1) / per_cta);
   if (f32) {
     if constexpr (!kSilu)
-      detail::launch_pdl(detail::kPdlGemv, gemv_kernel<N, true, RPW, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w,
-                         in, out);
+      detail::launch_pdl(detail::kPdlGemv, gemv_kernel<N, true, RPW, 0>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w, in,
+                         out);
   } else {
     detail::launch_pdl(detail::kPdlGemv, gemv_kernel<N, false, RPW, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w,
                        in, out);
@@ -246,7 +249,7 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
 }
 
 // Versions: 1 a row (silu: a gate|up pair) per warp, 2 two rows (pairs) per warp, 3 kSplit warps per row.
-template <int N, bool kSilu>
+template <int N, int kSilu>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int in, int out, int version,
             cudaStream_t s) {
   if (version == 3) {
@@ -256,8 +259,8 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
       detail::launch_pdl(detail::kPdlGemv, gemv_split_kernel<N, false, kSilu>, grid, kWarps * 32, 0, s, y, ldy, x, ldx,
                          w, in, out);
     else
-      detail::launch_pdl(detail::kPdlGemv, gemv_split_kernel<N, true, false>, grid, kWarps * 32, 0, s, y, ldy, x, ldx,
-                         w, in, out);
+      detail::launch_pdl(detail::kPdlGemv, gemv_split_kernel<N, true, 0>, grid, kWarps * 32, 0, s, y, ldy, x, ldx, w,
+                         in, out);
   } else if (version == 2) {
     launch<N, kSilu ? 4 : 2, kSilu>(y, f32, ldy, x, ldx, w, in, out, s);
   } else {
@@ -265,7 +268,7 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
   }
 }
 
-template <bool kSilu>
+template <int kSilu>
 void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
               cudaStream_t s) {
   switch (N) {
@@ -291,16 +294,19 @@ void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int
           int version) {
   SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && ldy >= out && ldx >= in, "gemv");
   SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv");
-  dispatch<false>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+  dispatch<0>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
 void gemv_silu(bf16* m, int ldm, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,
-               int version) {
+               int version, bool pairs) {
   SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && out % 2 == 0 && ldm >= out / 2 && ldx >= in,
                     "gemv_silu");
   SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv_silu");
-  dispatch<true>(m, false, ldm, x, ldx, w, N, in, out, version, s);
+  if (pairs)
+    dispatch<2>(m, false, ldm, x, ldx, w, N, in, out, version, s);
+  else
+    dispatch<1>(m, false, ldm, x, ldx, w, N, in, out, version, s);
   SALA_CUDA_CHECK_LAUNCH();
 }
 

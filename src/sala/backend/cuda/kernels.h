@@ -71,6 +71,8 @@ void qk_norm_rope(bf16* x, int ld, int q_off, int Hq, int k_off, int Hkv, int D,
 
 // out[r][i] = bf16(silu(gu[r][i]) * gu[r][inter + i]); gu: (N, 2 inter) bf16 (the fused gate|up GEMM output).
 void silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s);
+// The same over a row-interleaved gate|up product: out[r][i] = bf16(silu(gu[r][2i]) * gu[r][2i + 1]).
+void silu_mul_pairs(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s);
 
 // x[r][i] = bf16(x[r][i] * sigmoid(g[r][i])) for i < width (the output gates o_gate and z).
 void mul_sigmoid(bf16* x, int ldx, const bf16* g, int ldg, int N, int width, cudaStream_t s);
