@@ -153,7 +153,11 @@ if has fuse; then
         --out "$J" 2>&1 | tee "$OUT/bench_fuse_b32_$pf.txt" || status=1
     fi
   done
+  # the gate|up rows interleaved (SALA_CUDA_GU_PAIRS=1: the fused gemv reads a gate row and its up row side by side)
+  SALA_CUDA_GU_PAIRS=1 "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k --decode 64 --out "$J" 2>&1 \
+    | tee "$OUT/bench_fuse_gupairs.txt" || status=1
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --profile --out "$J" > "$OUT/profile_decode_32k.txt" 2>&1 || status=1
+  summary+=("decode tok/s, SALA-9B, gate|up rows interleaved (PDL off, fused): $(grep -E '^minicpm' "$OUT/bench_fuse_gupairs.txt" | awk '{printf "%s ", $7}')")
   summary+=("decode tok/s, SALA-9B, by PDL (1st digit) and fused pairs (2nd):")
   for pf in 11 01 10 00; do
     b32=-
