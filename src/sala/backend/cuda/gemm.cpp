@@ -31,8 +31,8 @@ struct Key {
   int N, in, out, ldx, ldy;
   bool f32;
   uint32_t ax, aw, ay;
-  int silu =
-      0;  // matmul_silu (2: rows interleaved): tuned apart (another gemv epilogue, one more kernel after cuBLASLt)
+  // matmul_silu (1; 2: rows interleaved): tuned apart (another gemv epilogue, one more kernel after cuBLASLt)
+  int silu = 0;
   auto tie() const { return std::tie(N, in, out, ldx, ldy, f32, ax, aw, ay, silu); }
   bool operator<(const Key& o) const { return tie() < o.tie(); }
 };
