@@ -1,18 +1,18 @@
 // gemv (gemm.h): y (N, out) = x (N, in) · w^T for decode-sized N (<= kGemvMaxRows) on the CUDA cores.
 //
 // At one to a few rows the product is a stream over the weight (2 in out bytes) with almost no arithmetic, and the
-// fastest cuBLASLt kernels for it reach 72-88% of the copy bandwidth at SALA's shapes (bench_gemm_lightning). Here
-// each warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and
-// load), eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read
-// by every warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet
-// by shuffles. Launched as a programmatic dependent (launch.cuh; SALA_GEMV_PREWAIT below). Three versions (kernel lab): v1 a row per warp, v2 two rows per warp with their loads interleaved
-// (both without shared memory or barriers: a warp finishes when its rows do), v3 four warps per row (split along in,
-// summed in shared memory); Gemm's tuning times all three. gemv_silu is the same product over a fused gate|up matrix
-// whose epilogue stores silu(gate) * up (SwiGLU) instead of the two halves: a warp (v3: a CTA) sums a gate row and
-// its up row together, and decode saves the silu_mul launch. Tried and slower (bench/results, 2026-12-01): 16 loads a
-// lane in flight; a programmatic dependent launch prefetching the weights; each row's walk starting at a
-// row-dependent offset (so that the warps in flight read different offsets of their 32 KB rows): 2-7% slower at
-// every shape, down_proj included.
+// fastest cuBLASLt kernels for it reach 72-88% of the copy bandwidth at SALA's shapes (bench_gemm_lightning). Here each
+// warp owns one output row: its lanes read the row in 16-byte chunks (8 bf16, coalesced 512 bytes per warp and load),
+// eight loads in flight per lane, with a cache hint that keeps the weight stream out of L1 so the x rows (read by every
+// warp, a few KiB) stay there. Each chunk's 8 products per x row accumulate in fp32; the 32 lane sums meet by shuffles.
+// Launched as a programmatic dependent (launch.cuh; SALA_GEMV_PREWAIT below). Three versions (kernel lab): v1 a row per
+// warp, v2 two rows per warp with their loads interleaved (both without shared memory or barriers: a warp finishes when
+// its rows do), v3 four warps per row (split along in, summed in shared memory); Gemm's tuning times all three.
+// gemv_silu is the same product over a fused gate|up matrix whose epilogue stores silu(gate) * up (SwiGLU) instead of
+// the two halves: a warp (v3: a CTA) sums a gate row and its up row together, and decode saves the silu_mul launch.
+// Tried and slower (bench/results, 2026-12-01): 16 loads a lane in flight; a programmatic dependent launch prefetching
+// the weights; each row's walk starting at a row-dependent offset (so that the warps in flight read different offsets
+// of their 32 KB rows): 2-7% slower at every shape, down_proj included.
 #include <cstdint>
 
 #include "sala/backend/cuda/activation.cuh"
