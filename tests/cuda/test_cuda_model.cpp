@@ -45,6 +45,14 @@ Pair make_pair(const std::string& preset, uint64_t seed) {
   return {std::move(cpu), std::move(gpu)};
 }
 
+// A CUDA model made while the environment variable `var` is `value` (the backend reads its switches when it is made).
+Model cuda_model_with(const ModelConfig& c, Weights w, const char* var, const char* value) {
+  setenv(var, value, 1);
+  Model m(c, std::move(w), Device::CUDA);
+  unsetenv(var);
+  return m;
+}
+
 CachePlan plan_of(int64_t seqs, int64_t tokens, int64_t rows) {
   CachePlan p;
   p.max_seqs = seqs;
@@ -155,9 +163,7 @@ TEST(CudaModel, DecodeGraphsGiveTheEagerLogitsBitwise) {
   const ModelConfig c = preset_config("sala-tiny64");
   Weights w = random_weights(c, 12);
   Model cpu(c, w);
-  setenv("SALA_CUDA_GRAPHS", "0", 1);
-  Model eager(c, w, Device::CUDA);
-  unsetenv("SALA_CUDA_GRAPHS");
+  Model eager = cuda_model_with(c, w, "SALA_CUDA_GRAPHS", "0");
   Model graph(c, std::move(w), Device::CUDA);
   const int64_t V = c.vocab_size;
   for (int64_t n : {int64_t(500), int64_t(1010)}) {
@@ -315,16 +321,13 @@ TEST(CudaModel, ProfileTimesEveryOpAndChangesNoResult) {
 }
 
 // SALA_CUDA_GU_PAIRS=1 stores the gate|up matrices row-interleaved (add_swiglu_matrix): prefill (cuBLASLt +
-// silu_mul_pairs) and decode (gemv_silu over adjacent rows, graphs from the second step) against the CPU, and the
-// interleaved product refused by linear().
+// silu_mul_pairs) and decode (gemv_silu over adjacent rows, graphs from the second step) against the CPU.
 TEST(CudaModel, InterleavedGateUpMatchesCpu) {
   REQUIRE_CUDA();
   const ModelConfig c = preset_config("sala-tiny64");
   Weights w = random_weights(c, 16);
   Model cpu(c, w);
-  setenv("SALA_CUDA_GU_PAIRS", "1", 1);
-  Model gpu(c, std::move(w), Device::CUDA);
-  unsetenv("SALA_CUDA_GU_PAIRS");
+  Model gpu = cuda_model_with(c, std::move(w), "SALA_CUDA_GU_PAIRS", "1");
   const auto ids = test::random_ids(300, c.vocab_size, 7);
   SequenceState a = cpu.new_state(), g = gpu.new_state();
   expect_close(gpu.prefill(ids, g), cpu.prefill(ids, a), 3e-2, "prefill");

@@ -282,44 +282,31 @@ TEST(CudaElementwise, RmsNormRowsGateIsNormThenGate) {
   }
 }
 
+// SwiGLU over a gate|up product: the gate half then the up half (silu_mul), or the rows interleaved, (gate i, up i)
+// side by side (silu_mul_pairs: SALA_CUDA_GU_PAIRS); the vector path (inter % 4 == 0) and the scalar one.
 TEST(CudaElementwise, SiluMulMatchesCpu) {
-  for (int inter : {16384, 1001, 3}) {
-    const int N = 33;
-    auto gu = randn(size_t(N) * 2 * inter, 3.0f);
-    auto gb = to_bf16(gu);
-    Dev<uint16_t> dgu(gb), dout(size_t(N) * inter);
-    dout.poison();
-    cuda::silu_mul(reinterpret_cast<bf16*>(dout.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
-    sync();
-    std::vector<float> want(size_t(N) * inter);
-    for (int r = 0; r < N; ++r)
-      cpu::silu_mul(want.data() + size_t(r) * inter, gu.data() + size_t(r) * 2 * inter,
-                    gu.data() + size_t(r) * 2 * inter + inter, inter);
-    EXPECT_LT(block_err(dout.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "silu_mul"), 1e-2)
-        << "inter " << inter;
-  }
-}
-
-TEST(CudaElementwise, SiluMulPairsMatchesCpu) {  // gate|up interleaved: (gate i, up i) side by side
-  for (int inter : {16384, 1001, 3}) {
-    const int N = 9;
-    auto gu = randn(size_t(N) * 2 * inter, 3.0f);
-    auto gb = to_bf16(gu);
-    Dev<uint16_t> dgu(gb), dout(size_t(N) * inter);
-    dout.poison();
-    cuda::silu_mul_pairs(reinterpret_cast<bf16*>(dout.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
-    sync();
-    std::vector<float> g(static_cast<size_t>(inter)), u(static_cast<size_t>(inter)), want(size_t(N) * inter);
-    for (int r = 0; r < N; ++r) {
-      for (int i = 0; i < inter; ++i) {
-        g[size_t(i)] = gu[(size_t(r) * inter + i) * 2];
-        u[size_t(i)] = gu[(size_t(r) * inter + i) * 2 + 1];
+  for (bool pairs : {false, true})
+    for (int inter : {16384, 1001, 3}) {
+      const int N = 33;
+      auto gu = randn(size_t(N) * 2 * inter, 3.0f);
+      auto gb = to_bf16(gu);
+      Dev<uint16_t> dgu(gb), dout(size_t(N) * inter);
+      dout.poison();
+      (pairs ? cuda::silu_mul_pairs : cuda::silu_mul)(reinterpret_cast<bf16*>(dout.p),
+                                                      reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
+      sync();
+      std::vector<float> g(static_cast<size_t>(inter)), u(static_cast<size_t>(inter)), want(size_t(N) * inter);
+      for (int r = 0; r < N; ++r) {
+        const float* row = gu.data() + size_t(r) * 2 * inter;
+        for (int i = 0; i < inter; ++i) {
+          g[size_t(i)] = pairs ? row[2 * i] : row[i];
+          u[size_t(i)] = pairs ? row[2 * i + 1] : row[inter + i];
+        }
+        cpu::silu_mul(want.data() + size_t(r) * inter, g.data(), u.data(), inter);
       }
-      cpu::silu_mul(want.data() + size_t(r) * inter, g.data(), u.data(), inter);
+      EXPECT_LT(block_err(dout.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "silu_mul"), 1e-2)
+          << "inter " << inter << (pairs ? " (pairs)" : "");
     }
-    EXPECT_LT(block_err(dout.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "silu_mul_pairs"), 1e-2)
-        << "inter " << inter;
-  }
 }
 
 TEST(CudaElementwise, MulSigmoidMatchesCpu) {
@@ -738,50 +725,38 @@ TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
       auto wb = to_bf16(w);
       Dev<uint16_t> dx(xb), dw(wb), dgu(size_t(N) * out), dm(size_t(N) * inter), dref(size_t(N) * inter);
       const auto* xp = reinterpret_cast<const bf16*>(dx.p);
-      const auto* wp = reinterpret_cast<const bf16*>(dw.p);
       std::vector<float> gu(size_t(N) * out), want(size_t(N) * inter);
       cpu::matmul(gu.data(), x.data(), w.data(), N, in, out);
       for (int r = 0; r < N; ++r)
         cpu::silu_mul(want.data() + size_t(r) * inter, gu.data() + size_t(r) * out, gu.data() + size_t(r) * out + inter,
                       inter);
-      const std::string tag = "N " + std::to_string(N) + " in " + std::to_string(in) + " inter " + std::to_string(inter);
-      for (int v = 1; N <= cuda::kGemvMaxRows && v <= cuda::kGemvVersions; ++v) {
-        dm.poison();
-        cuda::gemv_silu(reinterpret_cast<bf16*>(dm.p), inter, xp, in, wp, N, in, out, nullptr, v);
-        cuda::gemv(dgu.p, false, out, xp, in, wp, N, in, out, nullptr, v);
-        cuda::silu_mul(reinterpret_cast<bf16*>(dref.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
-        sync();
-        const auto got = dm.get<uint16_t>();
-        EXPECT_EQ(got, dref.get<uint16_t>()) << tag << " v" << v << ": gemv_silu != gemv + silu_mul";
-        EXPECT_LT(block_err(got, inter, 0, N, 0, inter, want, inter, 0, "gemv_silu"), 2e-2) << tag << " v" << v;
-      }
-      dm.poison();
-      gemm.matmul_silu(reinterpret_cast<bf16*>(dm.p), reinterpret_cast<bf16*>(dgu.p), xp, in, wp, N, in, out, nullptr);
-      sync();
-      EXPECT_LT(block_err(dm.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "matmul_silu"), 2e-2) << tag;
-
-      // the same product over the rows interleaved (gate 0, up 0, gate 1, ...: SALA_CUDA_GU_PAIRS)
+      // the matrix stacked (gate rows, then up rows) and interleaved (gate 0, up 0, gate 1, ...: SALA_CUDA_GU_PAIRS)
       std::vector<uint16_t> wi(wb.size());
       for (int r = 0; r < inter; ++r)
         for (int h = 0; h < 2; ++h)
           std::copy_n(wb.data() + (size_t(h) * inter + r) * in, in, wi.data() + (size_t(2 * r + h)) * in);
       Dev<uint16_t> dwi(wi);
-      const auto* wip = reinterpret_cast<const bf16*>(dwi.p);
-      for (int v = 1; N <= cuda::kGemvMaxRows && v <= cuda::kGemvVersions; ++v) {
+      for (bool pairs : {false, true}) {
+        const auto* wl = reinterpret_cast<const bf16*>(pairs ? dwi.p : dw.p);
+        const auto unfused_silu = pairs ? cuda::silu_mul_pairs : cuda::silu_mul;
+        const std::string tag = "N " + std::to_string(N) + " in " + std::to_string(in) + " inter " +
+                                std::to_string(inter) + (pairs ? " (pairs)" : "");
+        for (int v = 1; N <= cuda::kGemvMaxRows && v <= cuda::kGemvVersions; ++v) {
+          dm.poison();
+          cuda::gemv_silu(reinterpret_cast<bf16*>(dm.p), inter, xp, in, wl, N, in, out, nullptr, v, pairs);
+          cuda::gemv(dgu.p, false, out, xp, in, wl, N, in, out, nullptr, v);
+          unfused_silu(reinterpret_cast<bf16*>(dref.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
+          sync();
+          const auto got = dm.get<uint16_t>();
+          EXPECT_EQ(got, dref.get<uint16_t>()) << tag << " v" << v << ": gemv_silu != gemv + its silu_mul";
+          EXPECT_LT(block_err(got, inter, 0, N, 0, inter, want, inter, 0, "gemv_silu"), 2e-2) << tag << " v" << v;
+        }
         dm.poison();
-        cuda::gemv_silu(reinterpret_cast<bf16*>(dm.p), inter, xp, in, wip, N, in, out, nullptr, v, true);
-        cuda::gemv(dgu.p, false, out, xp, in, wip, N, in, out, nullptr, v);
-        cuda::silu_mul_pairs(reinterpret_cast<bf16*>(dref.p), reinterpret_cast<const bf16*>(dgu.p), N, inter, nullptr);
+        gemm.matmul_silu(reinterpret_cast<bf16*>(dm.p), reinterpret_cast<bf16*>(dgu.p), xp, in, wl, N, in, out, nullptr,
+                         pairs);
         sync();
-        const auto got = dm.get<uint16_t>();
-        EXPECT_EQ(got, dref.get<uint16_t>()) << tag << " v" << v << ": gemv_silu (pairs) != gemv + silu_mul_pairs";
-        EXPECT_LT(block_err(got, inter, 0, N, 0, inter, want, inter, 0, "gemv_silu pairs"), 2e-2) << tag << " v" << v;
+        EXPECT_LT(block_err(dm.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "matmul_silu"), 2e-2) << tag;
       }
-      dm.poison();
-      gemm.matmul_silu(reinterpret_cast<bf16*>(dm.p), reinterpret_cast<bf16*>(dgu.p), xp, in, wip, N, in, out, nullptr,
-                       true);
-      sync();
-      EXPECT_LT(block_err(dm.get<uint16_t>(), inter, 0, N, 0, inter, want, inter, 0, "matmul_silu pairs"), 2e-2) << tag;
     }
   }
   Dev<uint16_t> d(16);

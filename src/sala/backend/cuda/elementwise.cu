@@ -252,7 +252,9 @@ __global__ void __launch_bounds__(kRopeThreads)
 // ---- silu_mul / mul_sigmoid ---------------------------------------------------------------------------------------
 
 // Grids of the 2-D elementwise kernels: `bpr` blocks per row, rows along x (no 65535 limit on the row count).
-template <int VEC>
+// kPairs: the gate|up rows interleaved, (gate i, up i) one bf16x2 (VEC = 4: four pairs in two 8-byte loads); else the
+// gate half then the up half.
+template <int VEC, bool kPairs>
 __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__ gu, int inter, int bpr) {
   detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
   detail::pdl_launch_dependents();
@@ -261,31 +263,18 @@ __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__
   const bf16* u = g + inter;
   bf16* o = out + size_t(r) * inter;
   for (int i = (b * kRowThreads + threadIdx.x) * VEC; i < inter; i += bpr * kRowThreads * VEC) {
-    if constexpr (VEC == 4) {
+    if constexpr (kPairs && VEC == 4) {
+      const float4 a = load_bf4(g + 2 * i), c = load_bf4(g + 2 * i + 4);  // (g0 u0 g1 u1) (g2 u2 g3 u3)
+      store_bf4(o + i, make_float4(detail::silu_times(a.x, a.y), detail::silu_times(a.z, a.w),
+                                   detail::silu_times(c.x, c.y), detail::silu_times(c.z, c.w)));
+    } else if constexpr (kPairs) {
+      o[i] = __float2bfloat16(detail::silu_times(bf(g[2 * i]), bf(g[2 * i + 1])));
+    } else if constexpr (VEC == 4) {
       const float4 a = load_bf4(g + i), b = load_bf4(u + i);
       store_bf4(o + i, make_float4(detail::silu_times(a.x, b.x), detail::silu_times(a.y, b.y),
                                    detail::silu_times(a.z, b.z), detail::silu_times(a.w, b.w)));
     } else {
       o[i] = __float2bfloat16(detail::silu_times(bf(g[i]), bf(u[i])));
-    }
-  }
-}
-
-// gate|up rows interleaved: the pair (gate i, up i) is one bf16x2; VEC = 4: four pairs per 16-byte load.
-template <int VEC>
-__global__ void silu_mul_pairs_kernel(bf16* __restrict__ out, const bf16* __restrict__ gu, int inter, int bpr) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
-  const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
-  const bf16* g = gu + size_t(r) * 2 * inter;
-  bf16* o = out + size_t(r) * inter;
-  for (int i = (b * kRowThreads + threadIdx.x) * VEC; i < inter; i += bpr * kRowThreads * VEC) {
-    if constexpr (VEC == 4) {
-      const float4 a = load_bf4(g + 2 * i), c = load_bf4(g + 2 * i + 4);  // (g0 u0 g1 u1) (g2 u2 g3 u3)
-      store_bf4(o + i, make_float4(detail::silu_times(a.x, a.y), detail::silu_times(a.z, a.w),
-                                   detail::silu_times(c.x, c.y), detail::silu_times(c.z, c.w)));
-    } else {
-      o[i] = __float2bfloat16(detail::silu_times(bf(g[2 * i]), bf(g[2 * i + 1])));
     }
   }
 }
@@ -368,34 +357,29 @@ void qk_norm_rope(bf16* x, int ld, int q_off, int Hq, int k_off, int Hkv, int D,
   SALA_CUDA_CHECK_LAUNCH();
 }
 
-void silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s) {
-  SALA_CUDA_REQUIRE(N >= 0 && inter > 0, "silu_mul");
+namespace {
+template <bool kPairs>
+void launch_silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s) {
+  SALA_CUDA_REQUIRE(N >= 0 && inter > 0, kPairs ? "silu_mul_pairs" : "silu_mul");
   if (N == 0) return;
   if (inter % 4 == 0 && aligned(out, 8) && aligned(gu, 8)) {
     const int bpr = row_blocks(inter, 4);
-    detail::launch_pdl(detail::kPdlElementwise, silu_mul_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out,
-                       gu, inter, bpr);
+    detail::launch_pdl(detail::kPdlElementwise, silu_mul_kernel<4, kPairs>, unsigned(int64_t(N) * bpr), kRowThreads, 0,
+                       s, out, gu, inter, bpr);
   } else {
     const int bpr = row_blocks(inter, 1);
-    detail::launch_pdl(detail::kPdlElementwise, silu_mul_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s, out,
-                       gu, inter, bpr);
+    detail::launch_pdl(detail::kPdlElementwise, silu_mul_kernel<1, kPairs>, unsigned(int64_t(N) * bpr), kRowThreads, 0,
+                       s, out, gu, inter, bpr);
   }
   SALA_CUDA_CHECK_LAUNCH();
 }
+}  // namespace
 
+void silu_mul(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s) {
+  launch_silu_mul<false>(out, gu, N, inter, s);
+}
 void silu_mul_pairs(bf16* out, const bf16* gu, int N, int inter, cudaStream_t s) {
-  SALA_CUDA_REQUIRE(N >= 0 && inter > 0, "silu_mul_pairs");
-  if (N == 0) return;
-  if (inter % 4 == 0 && aligned(out, 8) && aligned(gu, 8)) {
-    const int bpr = row_blocks(inter, 4);
-    detail::launch_pdl(detail::kPdlElementwise, silu_mul_pairs_kernel<4>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s,
-                       out, gu, inter, bpr);
-  } else {
-    const int bpr = row_blocks(inter, 1);
-    detail::launch_pdl(detail::kPdlElementwise, silu_mul_pairs_kernel<1>, unsigned(int64_t(N) * bpr), kRowThreads, 0, s,
-                       out, gu, inter, bpr);
-  }
-  SALA_CUDA_CHECK_LAUNCH();
+  launch_silu_mul<true>(out, gu, N, inter, s);
 }
 
 void mul_sigmoid(bf16* x, int ldx, const bf16* g, int ldg, int N, int width, cudaStream_t s) {
