@@ -87,7 +87,7 @@ if has sanitize; then
   # the sanitizers on a quick subset (the ops harness on the GPU, the kernels' small cases, recorded decode steps and
   # GPU draws), each under a deadline so a slow tool cannot eat the session
   declare -A filt=(
-    [memcheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaModel.Draws*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaGemm.Silu*:CudaInfllmv2Select.Ties*'
+    [memcheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaModel.Draws*:CudaModel.Interleaved*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaGemm.Silu*:CudaInfllmv2Select.Ties*'
     [racecheck]='Every/BackendOps.*/cuda:CudaGemm.Gemv*:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
   for tool in memcheck racecheck; do
     if timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="${filt[$tool]}" \
