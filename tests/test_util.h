@@ -12,8 +12,11 @@
 #include <cmath>
 #include <cstddef>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sala/core/error.h"
@@ -121,6 +124,16 @@ inline ShellRun shell(const std::string& cmd) {
   int st = pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// A whole file as bytes in a string (empty if it cannot be read), and a file (re)written with exactly `s`.
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+inline void write_text(const std::string& path, std::string_view s) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(s.data(), std::streamsize(s.size()));
 }
 
 // The bytes of a vector, as the safetensors writer takes them.

@@ -260,8 +260,7 @@ TEST_F(CliErrors, ImportChecksItsVocabularyBeforeWritingTheModel) {
   const std::string bin = sala::test::shared_path("fixtures/stories260K/stories260K.bin");
   const std::string tok = sala::test::shared_path("fixtures/stories260K/tok512.bin");
   // the vocabulary cut after its first 100 pieces: well-formed, but 100 tokens for a 512-token model
-  std::ifstream in(tok, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string bytes = sala::test::read_text(tok);
   size_t at = 4;
   for (int piece = 0; piece < 100; ++piece) {
     int32_t n;

@@ -33,15 +33,8 @@ struct TempDir : sala::test::TempDir {
 using sala::test::byte_view;
 using sala::test::error_of;
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << s;
-}
+using sala::test::read_text;
+using sala::test::write_text;
 
 std::set<std::string> files_in(const fs::path& dir) {
   std::set<std::string> out;

@@ -43,10 +43,7 @@ std::string make_fifo(const std::string& path) {
   return path;
 }
 
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << s;
-}
+using sala::test::write_text;
 
 // Runs f on a worker thread; returns the message of the sala::Error it throws. Fails the test if f returns normally,
 // throws anything else, or is still running after 5 s (then every FIFO in `fifos` is opened for writing and closed

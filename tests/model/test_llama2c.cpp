@@ -77,8 +77,7 @@ TEST(Llama2c, RejectsTruncatedAndForeignFiles) {
   SALA_REQUIRE_SHARED("fixtures/stories260K/stories260K.bin");
   const test::TempDir tmp_dir("l2c_bad");
   const std::string dir = tmp_dir.str();
-  std::ifstream in(test::shared_path("fixtures/stories260K/stories260K.bin"), std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  const std::string bytes = test::read_text(test::shared_path("fixtures/stories260K/stories260K.bin"));
   { std::ofstream(dir + "/cut.bin", std::ios::binary) << bytes.substr(0, 5000); }
   test::expect_error([&] { read_llama2c(dir + "/cut.bin"); }, {"cut.bin", "truncated"});
   { std::ofstream(dir + "/junk.bin", std::ios::binary) << std::string(64, '\x7f'); }
