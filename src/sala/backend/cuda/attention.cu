@@ -81,8 +81,7 @@ size_t attn_smem_bytes(int stages, bool sparse, int ulist_cap, int nblk_max) {
 template <int D, int kWarps, int kVer>
 __global__ void __launch_bounds__(kWarps * 32, kVer == 2 && kWarps == 4 ? SALA_ATTN_WG_MINB : 1)
     attn_kernel(AttnParams P) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   static_assert(kVer != 3 || kWarps == 8, "v3 pairs two warpgroups");
   constexpr int kStageBytes = 2 * tile_bytes<D>(), kRing = kVer == 3 ? 3 : 2;  // K | V per stage
   constexpr int kThreads = kWarps * 32;
@@ -487,8 +486,7 @@ __global__ void __launch_bounds__(128) attn_combine_kernel(bf16* __restrict__ o,
                                                            const float* __restrict__ part_o,
                                                            const float* __restrict__ part_lse, int N, int Hq,
                                                            int splits) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   __shared__ float wgt[kMaxSplits];
   __shared__ float red[4][D];
   __shared__ float s_mx[4], s_sum[4];
@@ -543,8 +541,7 @@ __global__ void __launch_bounds__(128) attn_combine_kernel(bf16* __restrict__ o,
 // are merged through shared memory at the end. Sparse rows visit their own idx list (no union needed).
 template <int D>
 __global__ void __launch_bounds__(128) attn_decode_kernel(AttnParams P) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   constexpr int kThreads = 128;
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ float red_m[4][16], red_l[4][16];

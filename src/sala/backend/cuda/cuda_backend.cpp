@@ -105,45 +105,14 @@ class CudaBackend final : public Backend {
   DType act_dtype() const override { return DType::BF16; }
 
   // ---- weights ----
-  Mat add_matrix(std::span<const HostTensor> parts) override {
-    Mat m{int(mats_.size()), 0, parts[0].cols};
-    for (const auto& p : parts) {
-      SALA_CHECK(p.cols == m.in);
-      m.out += p.rows;
-    }
-    const size_t off = weight_bytes_;
-    size_t at = off;
-    for (const auto& p : parts) {
-      pending_.push_back({p, at});
-      at += size_t(p.rows * p.cols) * 2;
-    }
-    weight_bytes_ = (at + 255) / 256 * 256;
-    mats_.push_back(off);
-    mat_labels_.push_back(matrix_label(parts));
-    mat_pairs_.resize(mats_.size());
-    return m;
-  }
+  Mat add_matrix(std::span<const HostTensor> parts) override { return place_matrix(parts, false); }
   // SALA_CUDA_GU_PAIRS=1: the gate|up matrix stored row-interleaved (gate 0, up 0, gate 1, up 1, ...), so that the
   // decode product's warp reads a gate row and its up row side by side (gemv.cu, kSilu = 2) and the prefill SwiGLU
   // reads pairs (silu_mul_pairs); only linear_silu_mul reads it. Off by default: not yet run on a GPU. Random weights
   // made on the device are then drawn as one block from the gate's seed (other values than the stacked layout's).
   Mat add_swiglu_matrix(const HostTensor& gate, const HostTensor& up) override {
-    if (!gu_pairs_) {
-      const HostTensor parts[2] = {gate, up};
-      return add_matrix(parts);
-    }
-    SALA_CHECK(gate.rows == up.rows && gate.cols == up.cols);
-    Mat m{int(mats_.size()), 2 * gate.rows, gate.cols};
-    const size_t off = weight_bytes_, row = size_t(gate.cols) * 2;
-    pending_.push_back({gate, off, 2 * row, 2 * gate.rows});
-    pending_.push_back({up, off + row, 2 * row, 0});
-    weight_bytes_ = (off + 2 * row * size_t(gate.rows) + 255) / 256 * 256;
-    mats_.push_back(off);
     const HostTensor parts[2] = {gate, up};
-    mat_labels_.push_back(matrix_label(parts));
-    mat_pairs_.resize(mats_.size());
-    mat_pairs_.back() = true;
-    return m;
+    return place_matrix(parts, gu_pairs_);
   }
   Vec add_vector(const HostTensor& t) override {
     const size_t off = weight_bytes_;
@@ -483,6 +452,29 @@ class CudaBackend final : public Backend {
     std::string op;
     cudaEvent_t a, b;
   };
+  // A matrix's parts placed in the weight arena: stacked (part after part), or row-interleaved (row r of part k at
+  // row r * parts + k, every part with the same rows; add_swiglu_matrix).
+  Mat place_matrix(std::span<const HostTensor> parts, bool interleave) {
+    Mat m{int(mats_.size()), 0, parts[0].cols};
+    for (const auto& p : parts) {
+      SALA_CHECK(p.cols == m.in && (!interleave || p.rows == parts[0].rows));
+      m.out += p.rows;
+    }
+    const size_t off = weight_bytes_, row = size_t(m.in) * 2;
+    size_t at = off;
+    for (size_t k = 0; k < parts.size(); ++k) {
+      if (interleave)  // device-made random values: one block from the first part's seed
+        pending_.push_back({parts[k], off + k * row, parts.size() * row, k == 0 ? m.out : 0});
+      else
+        pending_.push_back({parts[k], at});
+      at += size_t(parts[k].rows) * row;
+    }
+    weight_bytes_ = (at + 255) / 256 * 256;
+    mats_.push_back(off);
+    mat_labels_.push_back(matrix_label(parts));
+    mat_pairs_.push_back(interleave);
+    return m;
+  }
   struct OpScope {  // times one op between two events on the stream when profiling
     CudaBackend* be;
     int i = -1;

@@ -54,8 +54,7 @@ __device__ __forceinline__ float block_sum(float v) {
 template <int VEC>
 __global__ void embed_kernel(float* __restrict__ h, const int32_t* __restrict__ tok, const bf16* __restrict__ table,
                              float scale, int hidden) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   const int r = blockIdx.x;
   const bf16* e = table + size_t(tok[r]) * hidden;
   float* hr = h + size_t(r) * hidden;
@@ -77,8 +76,7 @@ template <int VEC>
 __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict__ a, int lda, float a_scale,
                                    bf16* __restrict__ out, int ldo, const bf16* __restrict__ w, float eps,
                                    float post_scale, int hidden) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   const int r = blockIdx.x;
   float* hr = h + size_t(r) * hidden;
   const bf16* ar = a ? a + size_t(r) * lda : nullptr;
@@ -120,8 +118,7 @@ __global__ void add_rmsnorm_kernel(float* __restrict__ h, const bf16* __restrict
 template <int VEC>
 __global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ w, float eps, int width,
                                     const bf16* __restrict__ g, int ldg) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   bf16* xr = x + size_t(blockIdx.x) * ldx;
   const bf16* gr = g ? g + size_t(blockIdx.x) * ldg : nullptr;
   float ss = 0.f;
@@ -135,20 +132,20 @@ __global__ void rmsnorm_rows_kernel(bf16* __restrict__ x, int ldx, const bf16* _
     }
   }
   const float inv = 1.0f / sqrtf(block_sum(ss) / float(width) + eps);
-  const auto rbf = [](float f) { return __bfloat162float(__float2bfloat16_rn(f)); };  // the unfused ops' store
   for (int i = threadIdx.x * VEC; i < width; i += kRowThreads * VEC) {
     if constexpr (VEC == 4) {
       const float4 v = load_bf4(xr + i), wv = load_bf4(w + i);
       float4 y = make_float4((v.x * inv) * wv.x, (v.y * inv) * wv.y, (v.z * inv) * wv.z, (v.w * inv) * wv.w);
       if (gr) {
         const float4 gv = load_bf4(gr + i);
-        y = make_float4(detail::times_sigmoid(rbf(y.x), gv.x), detail::times_sigmoid(rbf(y.y), gv.y),
-                        detail::times_sigmoid(rbf(y.z), gv.z), detail::times_sigmoid(rbf(y.w), gv.w));
+        y = make_float4(
+            detail::times_sigmoid(detail::round_bf16(y.x), gv.x), detail::times_sigmoid(detail::round_bf16(y.y), gv.y),
+            detail::times_sigmoid(detail::round_bf16(y.z), gv.z), detail::times_sigmoid(detail::round_bf16(y.w), gv.w));
       }
       store_bf4(xr + i, y);
     } else {
       float y = (bf(xr[i]) * inv) * bf(w[i]);
-      if (gr) y = detail::times_sigmoid(rbf(y), bf(gr[i]));
+      if (gr) y = detail::times_sigmoid(detail::round_bf16(y), bf(gr[i]));
       xr[i] = __float2bfloat16(y);
     }
   }
@@ -171,8 +168,7 @@ __global__ void __launch_bounds__(kRopeThreads)
                         const float* __restrict__ inv_freq, const float* __restrict__ inv_ext, float mscale,
                         const int32_t* __restrict__ pos, const int32_t* __restrict__ row_seq,
                         const uint32_t* __restrict__ flags, int head_blocks) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   constexpr int M = kMaxPairsPerLane / V;
   extern __shared__ float cs[];  // cos (half), sin (half)
   const int r = blockIdx.x / head_blocks, hb = blockIdx.x % head_blocks, half = D / 2;
@@ -256,8 +252,7 @@ __global__ void __launch_bounds__(kRopeThreads)
 // gate half then the up half.
 template <int VEC, bool kPairs>
 __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__ gu, int inter, int bpr) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
   const bf16* g = gu + size_t(r) * 2 * inter;
   const bf16* u = g + inter;
@@ -282,8 +277,7 @@ __global__ void silu_mul_kernel(bf16* __restrict__ out, const bf16* __restrict__
 template <int VEC>
 __global__ void mul_sigmoid_kernel(bf16* __restrict__ x, int ldx, const bf16* __restrict__ g, int ldg, int width,
                                    int bpr) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   const int r = blockIdx.x / bpr, b = blockIdx.x % bpr;
   bf16* xr = x + size_t(r) * ldx;
   const bf16* gr = g + size_t(r) * ldg;

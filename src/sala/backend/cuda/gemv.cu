@@ -62,8 +62,10 @@ __device__ __forceinline__ uint4 ld_act(const uint4* p) {
 // The PDL wait inside the kernel (idempotent). In the pre-wait form the next kernel is let launch only after it, as
 // every other kernel does (launch.cuh): never three grids in flight.
 __device__ __forceinline__ void waited() {
-  detail::pdl_wait();
-  if (SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
+  if (SALA_GEMV_PREWAIT)
+    detail::pdl_begin();
+  else
+    detail::pdl_wait();
 }
 
 // a . b over the 8 bf16 of two 16-byte chunks, added to acc (fp32 products, the order fixed per chunk).
@@ -87,8 +89,7 @@ __device__ __forceinline__ void store_row(void* y, size_t at, float v) {
     static_cast<bf16*>(y)[at] = __float2bfloat16_rn(v);
 }
 __device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u) {
-  const auto rbf = [](float f) { return __bfloat162float(__float2bfloat16_rn(f)); };
-  static_cast<bf16*>(y)[at] = __float2bfloat16_rn(detail::silu_times(rbf(g), rbf(u)));
+  static_cast<bf16*>(y)[at] = __float2bfloat16_rn(detail::silu_times(detail::round_bf16(g), detail::round_bf16(u)));
 }
 
 // RPW rows per warp, their loads interleaved (RPW = 2: sixteen 16-byte loads in flight per lane). kSilu: the warp's
@@ -97,8 +98,7 @@ __device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u)
 template <int N, bool F32, int RPW, int kSilu>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x,
                                                            int ldx, const bf16* __restrict__ w, int in, int out) {
-  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();  // launch.cuh
-  if (!SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
+  if (!SALA_GEMV_PREWAIT) detail::pdl_begin();  // launch.cuh
   static_assert(!kSilu || (RPW % 2 == 0 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   constexpr int kOuts = kSilu ? RPW / 2 : RPW;  // output rows of a warp
   const int lane = threadIdx.x & 31;
@@ -176,8 +176,7 @@ template <int N, bool F32, int kSilu>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_split_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
                       int in, int out) {
-  if (!SALA_GEMV_PREWAIT) detail::pdl_wait();  // launch.cuh
-  if (!SALA_GEMV_PREWAIT) detail::pdl_launch_dependents();
+  if (!SALA_GEMV_PREWAIT) detail::pdl_begin();  // launch.cuh
   constexpr int kRowsPerCta = kWarps / kSplit;
   static_assert(!kSilu || (kRowsPerCta == 2 && !F32), "a silu pair is a gate row and its up row, stored bf16");
   __shared__ float part[kWarps][N];

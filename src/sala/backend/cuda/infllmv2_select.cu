@@ -139,8 +139,7 @@ __device__ __forceinline__ int cta_max(int v, int* red) {
 #endif
 template <int D, int kRows, bool kWg>
 __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MINB : 1) stage1_lse_kernel(S1Params P) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   constexpr int kS1Threads = kRows * 32;
   __shared__ __align__(1024) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ int red[kRows];
@@ -214,8 +213,7 @@ __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MIN
 // pair (14 shuffles where the butterfly all-reduce takes 48), leaving each lane two finished window sums.
 template <int D, int kRows, bool kWg>
 __global__ void __launch_bounds__(kRows * 32, kWg && kRows == 4 ? SALA_S1_WG_MINB : 1) stage1_score_kernel(S1Params P) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   constexpr int kS1Threads = kRows * 32;
   __shared__ __align__(1024) uint8_t tiles[2][kPageTokens * D * 2];
   __shared__ float cs[kRows][65];  // [0] = last window of the previous tile, [1 + i] = window 64 t + i
@@ -364,8 +362,7 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int32_t* __restrict__ idx, const float* __restrict__ blk,
                                                             int max_blocks, int K, int local_blocks, int init_blocks,
                                                             int Hkv, StepRows rows) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   using Scan = cub::BlockScan<int, kTopkThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ int hist[256];

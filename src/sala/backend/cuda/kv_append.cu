@@ -23,8 +23,7 @@ template <int VEC>
 __global__ void __launch_bounds__(kThreads) kv_write_kernel(bf16* __restrict__ kp, bf16* __restrict__ vp,
                                                             const bf16* __restrict__ x, int ld, int k_off, int v_off,
                                                             int Hkv, int D, StepRows rows) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   const int r = blockIdx.x;
   const int s = rows.row_seq[r], p = rows.pos[r];
   const int page = rows.page_table[size_t(rows.slot[s]) * rows.pt_stride + p / kPageTokens];
@@ -48,8 +47,7 @@ __global__ void __launch_bounds__(kThreads) kv_write_kernel(bf16* __restrict__ k
 __global__ void __launch_bounds__(kThreads) kv_compress_kernel(bf16* __restrict__ k1, bf16* __restrict__ k2,
                                                                const bf16* __restrict__ kp, int Hkv, int D,
                                                                StepRows rows) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   const int r = blockIdx.x, tier = blockIdx.y;
   const int p = rows.pos[r];
   const int stride = tier == 0 ? 16 : 64, kernel = 2 * stride;

@@ -25,6 +25,11 @@ __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\
 __device__ __forceinline__ void pdl_launch_dependents() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
+// The top of a kernel that touches nothing before its wait: wait, then let the next kernel launch.
+__device__ __forceinline__ void pdl_begin() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
 
 enum PdlGroup : int {
   kPdlElementwise = 1,

@@ -42,8 +42,7 @@ __global__ void __launch_bounds__(kRecThreads)
                                const float* __restrict__ log_decay, float scale, int group, int D,
                                const int32_t* __restrict__ cu, const int32_t* __restrict__ slot,
                                const uint32_t* __restrict__ flags) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   __shared__ float sq[32 * kRecRows], sk[32 * kRecRows], sv[kRecCols];
   __shared__ float4 part[kRecThreads / 32][8];
   const int s = blockIdx.z, h = blockIdx.y, c0 = blockIdx.x * kRecCols;
@@ -176,8 +175,7 @@ __global__ void __launch_bounds__(kChunkThreads)
                            const float* __restrict__ log_decay, float scale, int group, int D,
                            const int32_t* __restrict__ cu, const int32_t* __restrict__ slot,
                            const uint32_t* __restrict__ flags) {
-  detail::pdl_wait();  // launch.cuh: nothing of the stream is touched before it
-  detail::pdl_launch_dependents();
+  detail::pdl_begin();  // launch.cuh: nothing of the stream is touched before it
   constexpr int VS = BV + 8, NB = BV / 8, KS = kDP / 16;
   static_assert(BV % 16 == 0 && kDP == 32 * (kChunkThreads / 32), "warp w owns state rows 32w..32w+31");
   extern __shared__ __align__(16) unsigned char smem[];
