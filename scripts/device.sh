@@ -2,8 +2,11 @@
 # GPU work in one place.
 #   bash scripts/device.sh pack        here (no GPU): build the release tree and gather the binaries plus the shared
 #                                      libraries the GPU machine lacks into build/device/ (carried to it, < 64 MiB)
+#   bash scripts/device.sh pack-variant NAME FLAGS  here, after pack: a build with CMAKE_CUDA_FLAGS=FLAGS (kernel-lab
+#                                      switches such as -DSALA_GEMV_PREWAIT=1), compressed into build/device/variants
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default: tests + bench, ~8 min) | tests |
-#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | pdl | profile | eval | sweep,
+#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | pdl | variants |
+#                                      profile | eval | sweep,
 #                                      or several joined by commas (a call stops at 10 min, and only 8 files under
 #                                      $OUT come back).
 #                                      tests = unit (the GPU tests) + sanitize (compute-sanitizer memcheck +
@@ -14,6 +17,7 @@
 #                                      fuse: decode A/B of programmatic dependent launch (SALA_CUDA_PDL) and
 #                                      the fused op pairs (SALA_CUDA_FUSE), and the 32K batch-1 decode profile;
 #                                      pdl: the GPU suite, repeats and memcheck with PDL on, then decode off/on;
+#                                      variants: the GPU suite and decode for each pack-variant build;
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -53,6 +57,20 @@ if [[ $mode == pack ]]; then
     find ../shared/fixtures/minicpm-tokenizer -maxdepth 1 -type f -exec cp {} "$DEV/fixtures/minicpm-tokenizer/" \;
   fi
   git rev-parse --short HEAD > "$DEV/commit" 2>/dev/null || echo unknown > "$DEV/commit"
+  du -sh "$DEV"
+  exit 0
+fi
+if [[ $mode == pack-variant ]]; then
+  # a compile-time variant (kernel lab: bash scripts/device.sh pack-variant NAME "-DFLAG=1"), after pack: its own
+  # build tree, sala + sala_cuda_tests xz-compressed into build/device/variants/NAME for `run variants`
+  name=${2:?pack-variant NAME CUDA_FLAGS} flags=${3:?pack-variant NAME CUDA_FLAGS}
+  [[ -d $DEV/bin ]] || { echo "device.sh: run 'bash scripts/device.sh pack' first"; exit 1; }
+  cmake -S . -B "build/variant-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CUDA_FLAGS=$flags" >/dev/null
+  cmake --build "build/variant-$name" -j"$(nproc)" --target sala sala_cuda_tests
+  v=$DEV/variants/$name
+  rm -rf "$v" && mkdir -p "$v"
+  for b in sala sala_cuda_tests; do strip -o "$v/$b" "build/variant-$name/$b" && xz -T0 -6 "$v/$b"; done
+  echo "$flags" > "$v/flags"
   du -sh "$DEV"
   exit 0
 fi
@@ -146,10 +164,12 @@ if has fuse; then
     p=${pf:0:1} f=${pf:1:1}
     lens=32k
     [[ $p == "$f" ]] && lens=32k,128k
-    SALA_CUDA_PDL=$p SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths $lens --decode 64 --out "$J" \
+    m=$p
+    [[ $p == 1 ]] && m=-1  # SALA_CUDA_PDL is a group mask: -1 all
+    SALA_CUDA_PDL=$m SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths $lens --decode 64 --out "$J" \
       2>&1 | tee "$OUT/bench_fuse_$pf.txt" || status=1
     if [[ $p == "$f" ]]; then
-      SALA_CUDA_PDL=$p SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 \
+      SALA_CUDA_PDL=$m SALA_CUDA_FUSE=$f "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 \
         --out "$J" 2>&1 | tee "$OUT/bench_fuse_b32_$pf.txt" || status=1
     fi
   done
@@ -157,7 +177,7 @@ if has fuse; then
   SALA_CUDA_GU_PAIRS=1 "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k --decode 64 --out "$J" 2>&1 \
     | tee "$OUT/bench_fuse_gupairs.txt" || status=1
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --profile --out "$J" > "$OUT/profile_decode_32k.txt" 2>&1 || status=1
-  summary+=("decode tok/s, SALA-9B, gate|up rows interleaved (PDL off, fused): $(grep -E '^minicpm' "$OUT/bench_fuse_gupairs.txt" | awk '{printf "%s ", $7}')")
+  summary+=("decode tok/s, SALA-9B, gate|up rows interleaved (default PDL, fused): $(grep -E '^minicpm' "$OUT/bench_fuse_gupairs.txt" | awk '{printf "%s ", $7}')")
   summary+=("decode tok/s, SALA-9B, by PDL (1st digit) and fused pairs (2nd):")
   for pf in 11 01 10 00; do
     b32=-
@@ -187,6 +207,24 @@ if has pdl; then
       | tee "$OUT/bench_pdl_$p.txt" || status=1
   done
   summary+=("decode tok/s at 32K / 128K, PDL off: $(grep -E '^minicpm' "$OUT/bench_pdl_0.txt" | awk '{printf "%s ", $7}') on: $(grep -E '^minicpm' "$OUT/bench_pdl_-1.txt" | awk '{printf "%s ", $7}')")
+fi
+
+if has variants; then
+  # each compile-time variant packed by pack-variant: the GPU suite, the decode-consistency cases 5 more times, then
+  # decode at 32K / 128K beside the default build
+  for v in "$DEV"/variants/*/; do
+    [[ -f $v/sala.xz ]] || continue
+    n=$(basename "$v") vb=/tmp/sala-variant-$n
+    mkdir -p "$vb" && xz -dc "$v/sala.xz" > "$vb/sala" && xz -dc "$v/sala_cuda_tests.xz" > "$vb/sala_cuda_tests"
+    chmod +x "$vb"/*
+    "$vb/sala_cuda_tests" > "$OUT/gpu_tests_$n.log" 2>&1 || status=1
+    "$vb/sala_cuda_tests" --gtest_repeat=5 \
+      --gtest_filter='CudaModel.DecodeGraphs*:CudaModel.DrawsOnTheGpu*:CudaModel.PrefillInChunks*' >> "$OUT/gpu_tests_$n.log" 2>&1 || status=1
+    summary+=("variant $n ($(cat "$v/flags")): gpu tests $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_$n.log" | sort | uniq -c | tr '\n' ' ')")
+    "$vb/sala" bench --preset minicpm-sala-9b --lengths 32k,128k --decode 64 --out "$OUT/bench_variants.jsonl" 2>&1 \
+      | tee "$OUT/bench_variant_$n.txt" || status=1
+    summary+=("  decode tok/s at 32K / 128K: $(grep -E '^minicpm' "$OUT/bench_variant_$n.txt" | awk '{printf "%s ", $7}')")
+  done
 fi
 
 if has profile; then

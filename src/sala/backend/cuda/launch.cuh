@@ -8,10 +8,11 @@
 //     it or exited); called at the top, the next kernel starts during this one's last wave.
 // A kernel launched plainly (<<<>>>) after a PDL one, or a PDL one after a plain one, keeps the stream's order: both
 // instructions are no-ops in a grid that was not launched as a dependent. SALA_CUDA_PDL is a mask of the kernel
-// groups launched this way (PdlGroup; -1: all), for A/B timing and for bisecting. Off by default for now: on the H200
-// (bench/results/2026-12-01-issue8-pdl-h200.md) it made batch-1 decode 1-4% faster, but with gemv's first weight
-// loads ahead of its wait the decode tests failed (results differing run to run); with gemv waiting first (the
-// default, gemv.cu: SALA_GEMV_PREWAIT) the three decode-consistency tests passed, in one run, without a sanitizer.
+// groups launched this way (PdlGroup; -1, the default: all; 0: none), for A/B timing and for bisecting. On the H200
+// it makes batch-1 decode 1-2% faster (bench/results/2026-12-01-issue8-pdl-h200.md). A first gemv form that issued
+// its weight loads before the wait and read x through __ldg raced (results differing run to run); gemv now waits
+// first (gemv.cu: SALA_GEMV_PREWAIT), and with that the whole GPU suite, five repeats of the decode-consistency
+// cases and memcheck passed with every group on (eed5aa1).
 #pragma once
 #include <cuda_runtime.h>
 

@@ -11,7 +11,7 @@ namespace sala::cuda {
 bool detail::pdl_enabled(int group) {
   static const int mask = [] {
     const char* e = std::getenv("SALA_CUDA_PDL");
-    return e && *e ? std::atoi(e) : 0;  // off until a GPU run validates it (launch.cuh)
+    return e && *e ? std::atoi(e) : -1;  // every group on (launch.cuh); 0: plain launches
   }();
   return (mask & group) != 0;
 }
