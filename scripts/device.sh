@@ -133,12 +133,14 @@ if has dense; then
       --out "$J" 2>&1 | tee "$OUT/peer_$c.txt" || status=1
   done
 fi
-if has kernels && [[ ${SALA_KERNEL_BENCH:-1} == 1 ]]; then
+if has kernels && [[ ${SALA_KERNEL_BENCH:-1} != 0 ]]; then
   for k in "$B"/bench_*; do
     [[ $(basename "$k") == bench_cpu ]] && continue
+    # SALA_KERNEL_BENCH=NAME[,NAME]: only those benchmarks (e.g. bench_gemm_lightning)
+    [[ ${SALA_KERNEL_BENCH:-1} == 1 || ",$SALA_KERNEL_BENCH," == *",$(basename "$k"),"* ]] || continue
     "$k" > "$OUT/$(basename "$k").txt" 2>&1 || status=1
   done
-  OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true
+  [[ ${SALA_KERNEL_BENCH:-1} == 1 ]] && { OMP_NUM_THREADS=16 "$B/bench_cpu" > "$OUT/bench_cpu_16t.txt" 2>&1 || true; }
 fi
 
 if has graphs; then

@@ -138,7 +138,8 @@ void bench_gemm() {
     int in, out;
     bool f32;
   };
-  const Shape shapes[] = {{"q|k|v|z 4096->16384", 4096, 4 * 4096, false},
+  const Shape shapes[] = {{"o 4096->4096", 4096, 4096, false},
+                          {"q|k|v|z 4096->16384", 4096, 4 * 4096, false},
                           {"gate|up 4096->32768", 4096, 2 * 16384, false},
                           {"down 16384->4096", 16384, 4096, false},
                           {"lm_head 4096->73448 f32", 4096, 73448, true}};
@@ -151,12 +152,13 @@ void bench_gemm() {
   fill_bf16(x, xmax, 2, 1.0f);
   // kernel lab for the decode products: the engine's Gemm (tuned small-N, sala's gemv among the candidates),
   // cuBLASLt alone (tuned), the heuristic's first pick, and each gemv version alone, side by side on the same
-  // operands (each version is checked against the CPU by tests/cuda CudaGemm.GemvMatchesCpu)
+  // operands (each version is checked against the CPU by tests/cuda CudaGemm.GemvMatchesCpu and
+  // CudaGemm.GemvTensorCoresMatchCpu)
   cuda::Gemm gemm, lt_only(size_t(32) << 20, true, false), heuristic(size_t(32) << 20, false);
   for (const Shape& sh : shapes)
     for (int N : Ns)
-      for (int variant = 0; variant < (N <= cuda::kGemvMaxRows ? 3 + cuda::kGemvVersions : N <= 64 ? 3 : 1);
-           ++variant) {
+      for (int variant = 0; variant < (N <= 64 ? 3 + cuda::kGemvVersions : 1); ++variant) {
+        if (variant >= 3 && !cuda::gemv_supported(x, sh.in, w, N, sh.in, variant - 2)) continue;
         cuda::Gemm& gm = variant == 0 ? gemm : variant == 1 ? lt_only : heuristic;
         auto run = [&] {
           if (variant >= 3)
@@ -174,7 +176,9 @@ void bench_gemm() {
         const double ms = time_ms(run, reps, 3);
         const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
         static const char* names[] = {"gemm (engine)", "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
-                                      "gemv v1 (sala)", "gemv v2 (sala)", "gemv v3 (sala)"};
+                                      "gemv v1 (sala)", "gemv v2 (sala)", "gemv v3 (sala)",
+                                      "gemv v4 (sala, mma)", "gemv v5 (sala, mma)"};
+        static_assert(sizeof names / sizeof names[0] == 3 + cuda::kGemvVersions);
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
       }
   SALA_CUDA_CHECK(cudaFree(w));

@@ -689,11 +689,18 @@ void check_gemm(cuda::Gemm& gemm, int N, int in, int out, int ldx, int ldy, bool
       N, in, out, ldx, ldy, f32, "gemm");
 }
 
+// every version that takes the shape (gemv_supported); at least one must
 void check_gemv(int N, int in, int out, int ldx, int ldy, bool f32) {
-  for (int v = 1; v <= cuda::kGemvVersions; ++v)
+  Dev<uint16_t> probe(8);  // an aligned address: the versions differ by N and in only
+  int ran = 0;
+  for (int v = 1; v <= cuda::kGemvVersions; ++v) {
+    if (!cuda::gemv_supported(probe.p, ldx, probe.p, N, in, v)) continue;
+    ++ran;
     check_product(
         [&](void* y, const bf16* x, const bf16* w) { cuda::gemv(y, f32, ldy, x, ldx, w, N, in, out, nullptr, v); },
         N, in, out, ldx, ldy, f32, "gemv v" + std::to_string(v));
+  }
+  EXPECT_GT(ran, 0) << "no gemv version takes N " << N << " in " << in;
 }
 
 // sala's decode product on its own (Gemm uses it only where it wins the timing): every row count it takes, the
@@ -709,15 +716,30 @@ TEST(CudaGemm, GemvMatchesCpu) {
   check_gemv(3, 16384, 13, 16384, 16, true);
 }
 
+// The tensor-core versions (4, 5) up to 32 rows: every n8 tile count and a partial tile (N 9, 17, 31), the K split
+// across a cluster (in 16384 and 4096 over a few row tiles: split 8, v5 4), a split of unequal ranges with the
+// unrolled loop and its tail (in 1056: 33 chunks of 32 over 4), no split (out 4096 at in 96: 16 row tiles of 3
+// chunks), rows past out (1000, 77, 300: partial row tiles), strided x, y a slice of wider rows, fp32 logits.
+TEST(CudaGemm, GemvTensorCoresMatchCpu) {
+  for (int N : {1, 8, 9, 16, 17, 24, 31, 32}) {
+    check_gemv(N, 4096, 1000, 4096, 1000, false);
+    check_gemv(N, 1056, 77, 1056 + 16, 77 + 3, N % 2 == 0);
+  }
+  check_gemv(32, 16384, 300, 16384, 300, false);
+  check_gemv(13, 16384, 13, 16384, 16, true);
+  check_gemv(32, 96, 4096, 96, 4096, false);
+}
+
 // The SwiGLU product (gemv_silu, Gemm::matmul_silu): m = silu(gate) * up over a fused gate|up matrix. Per gemv
 // version, bitwise the plain gemv of the same version followed by silu_mul (the fused epilogue must round as the
 // store between them does), and within bf16 rounding of the CPU; Gemm's tuned choice (gemv or cuBLASLt + silu_mul)
-// against the CPU at decode sizes (N = 32: the tuned cuBLASLt path) and at a prefill size; all of it also over the
-// rows interleaved (gate 0, up 0, gate 1, ...). in = 1032: v3's unequal quarters; inter = 77: a tail of the 8 warps
-// (v2: 16 pairs) of a CTA.
+// against the CPU at decode sizes (N = 32: the tensor-core versions) and at a prefill size; all of it also over the
+// rows interleaved (gate 0, up 0, gate 1, ...). in = 1032: v3's unequal quarters (no tensor-core version: not a
+// multiple of 32); 1056: the tensor-core split of unequal ranges; inter = 77: a tail of the 8 warps (v2: 16 pairs)
+// of a CTA; 300: three row tiles of the tensor-core form, the last partial.
 TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
   cuda::Gemm gemm;
-  for (auto [in, inter] : {std::pair{4096, 1000}, std::pair{1032, 77}}) {
+  for (auto [in, inter] : {std::pair{4096, 1000}, std::pair{1032, 77}, std::pair{1056, 300}}) {
     const int out = 2 * inter;
     for (int N : {1, 2, 5, 8, 32, 77}) {
       auto x = randn(size_t(N) * in), w = randn(size_t(out) * in, 0.05f);
@@ -741,7 +763,8 @@ TEST(CudaGemm, SiluProductIsProductThenSiluMul) {
         const auto unfused_silu = pairs ? cuda::silu_mul_pairs : cuda::silu_mul;
         const std::string tag = "N " + std::to_string(N) + " in " + std::to_string(in) + " inter " +
                                 std::to_string(inter) + (pairs ? " (pairs)" : "");
-        for (int v = 1; N <= cuda::kGemvMaxRows && v <= cuda::kGemvVersions; ++v) {
+        for (int v = 1; v <= cuda::kGemvVersions; ++v) {
+          if (!cuda::gemv_supported(xp, in, wl, N, in, v)) continue;  // in 1032: CUDA-core versions only; N 32: mma
           dm.poison();
           cuda::gemv_silu(reinterpret_cast<bf16*>(dm.p), inter, xp, in, wl, N, in, out, nullptr, v, pairs);
           cuda::gemv(dgu.p, false, out, xp, in, wl, N, in, out, nullptr, v);
@@ -771,6 +794,11 @@ TEST(CudaGemm, GemvRefusesWhatItCannotRead) {
   EXPECT_FALSE(cuda::gemv_supported(p + 1, 4096, p, 1, 4096));  // x not 16-byte aligned
   EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 9, 4096));  // more rows than it takes
   EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 8, 4096));
+  EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 32, 4096, 4));   // the tensor-core versions take up to 32 rows
+  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 33, 4096, 4));
+  EXPECT_FALSE(cuda::gemv_supported(p, 1032, p, 1, 1032, 5));   // ... of a multiple of 32
+  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 1, 4096, 6));   // no such version
+  EXPECT_THROW(cuda::gemv(p, false, 4, p, 1032, p, 2, 1032, 4, nullptr, 4), InternalError);
   EXPECT_THROW(cuda::gemv(p, false, 4, p, 300, p, 1, 300, 4, nullptr), InternalError);
 }
 

@@ -195,7 +195,9 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     throw InternalError(fmt::format("Gemm: bad shape {}{}", shape_text(k), silu ? " (silu)" : ""));
   if (N == 0) return;
   std::lock_guard<std::mutex> lock(impl_->mu);
-  const bool gemv_ok = impl_->use_gemv && impl_->tune_small && gemv_supported(x, ldx, w, N, in);
+  bool gemv_ok = false;  // some version of sala's gemv takes this shape
+  for (int v = 1; v <= kGemvVersions; ++v) gemv_ok = gemv_ok || gemv_supported(x, ldx, w, N, in, v);
+  gemv_ok = gemv_ok && impl_->use_gemv && impl_->tune_small;
   auto it = impl_->plans.find(k);
   if (it == impl_->plans.end()) {
     it = impl_->plans.emplace(k, make_plan(impl_->handle, impl_->workspace_bytes, k)).first;
@@ -262,6 +264,7 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
       }
       p.algo = p.candidates[best_i];
       for (int v = 1; gemv_ok && v <= kGemvVersions; ++v) {
+        if (!gemv_supported(x, ldx, w, N, in, v)) continue;
         run_gemv(v);
         const float t = time_it([&] { run_gemv(v); });
         if (best == 0 || t < best) best = t, p.gemv = v;

@@ -7,8 +7,8 @@
 // capture: the heuristic's candidates (up to 8) are timed on the call's own operands and the fastest is kept (the
 // call synchronises its stream once for that); the result is the chosen algorithm's, computed last. The choice is
 // shared by every Gemm of the process (a second backend runs the same kernels, so its products agree bitwise).
-// That timing also runs sala's own gemv (below) where it applies (N <= kGemvMaxRows, 16-byte aligned rows), so a
-// decode product takes whichever of the two is faster on this card for this shape.
+// That timing also runs each version of sala's own gemv (below) that applies (N <= kGemvMaxRows or
+// kGemvMmaMaxRows, 16-byte aligned rows), so a decode product takes whichever is fastest on this card for this shape.
 // Every cuBLASLt status is checked: a failure throws sala::Error naming the call and the shape.
 // Not for concurrent use from several host threads or streams (the workspace is shared).
 #pragma once
@@ -20,13 +20,16 @@
 
 namespace sala::cuda {
 
-inline constexpr int kGemvMaxRows = 8;
+inline constexpr int kGemvMaxRows = 8;      // versions 1-3 (CUDA cores)
+inline constexpr int kGemvMmaMaxRows = 32;  // versions 4-5 (tensor cores)
 
-// gemv.cu: y (N, out) = x (N, in) · w^T on the CUDA cores, a warp per output row streaming w once (the decode
-// product). y is bf16, or fp32 when f32. Requires gemv_supported (else throws).
-bool gemv_supported(const void* x, int ldx, const void* w, int N, int in);
-// version (kernel lab, gemv.cu): 1 a row per warp, 2 two rows per warp (loads interleaved), 3 four warps per row.
-inline constexpr int kGemvVersions = 3;
+// gemv.cu, gemv_mma.cu: y (N, out) = x (N, in) · w^T streaming w once (the decode product). y is bf16, or fp32 when
+// f32. Requires gemv_supported for the version (else throws).
+// version (kernel lab): 1 a row per warp, 2 two rows per warp (loads interleaved), 3 four warps per row (N <= 8, in a
+// multiple of 8); 4 tensor cores, split K across a cluster to fill the SMs, 5 the same with half that split
+// (N <= 32, in a multiple of 32).
+inline constexpr int kGemvVersions = 5;
+bool gemv_supported(const void* x, int ldx, const void* w, int N, int in, int version = 1);
 void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
           int out, cudaStream_t s, int version = 1);
 // The SwiGLU product: w is a fused gate|up matrix (out rows, gate rows first), and m (N, out / 2) gets
@@ -34,6 +37,11 @@ void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __n
 // are interleaved (gate 0, up 0, gate 1, up 1, ...; silu_mul_pairs is the unfused form).
 void gemv_silu(__nv_bfloat16* m, int ldm, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
                int out, cudaStream_t s, int version = 1, bool pairs = false);
+namespace detail {
+// versions 4-5 (gemv_mma.cu); silu: 0 plain, 1 gemv_silu, 2 gemv_silu over interleaved rows
+void gemv_mma(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
+              int out, int silu, int version, cudaStream_t s);
+}  // namespace detail
 
 class Gemm {
  public:

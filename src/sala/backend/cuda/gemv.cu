@@ -1,4 +1,5 @@
-// gemv (gemm.h): y (N, out) = x (N, in) · w^T for decode-sized N (<= kGemvMaxRows) on the CUDA cores.
+// gemv (gemm.h) versions 1-3: y (N, out) = x (N, in) · w^T for decode-sized N (<= kGemvMaxRows) on the CUDA cores
+// (versions 4-5, the tensor-core form for up to 32 rows: gemv_mma.cu).
 //
 // At one to a few rows the product is a stream over the weight (2 in out bytes) with almost no arithmetic, and the
 // fastest cuBLASLt kernels for it reach 72-88% of the copy bandwidth at SALA's shapes (bench_gemm_lightning). Here each
@@ -19,6 +20,7 @@
 #include "sala/backend/cuda/arg_check.h"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/gemm.h"
+#include "sala/backend/cuda/gemv_common.cuh"
 #include "sala/backend/cuda/kernels.h"
 #include "sala/backend/cuda/launch.cuh"
 
@@ -26,7 +28,10 @@ namespace sala::cuda {
 
 namespace {
 
-constexpr int kWarps = 8, kUnroll = 8;
+constexpr int kWarps = detail::kGemvWarps, kUnroll = 8;
+using detail::ld_stream;
+using detail::store_row;
+using detail::store_silu;
 // Where the programmatic-dependent-launch wait goes (launch.cuh). 0 (default): first, as in every other kernel; the
 // H200 decode tests passed that way with PDL on (SALA_CUDA_PDL=-1). 1: after the first weight loads (the weights are
 // constant), so those overlap the kernel before: 1-2% faster decode. With __ldg for x and the next kernel let launch
@@ -35,14 +40,6 @@ constexpr int kWarps = 8, kUnroll = 8;
 #ifndef SALA_GEMV_PREWAIT
 #define SALA_GEMV_PREWAIT 0
 #endif
-
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 // The x rows: written by the kernel before this one, which a programmatic dependent launch (launch.cuh) may still be
 // running when this one starts. With the wait after the first weight loads, a coherent load, not ld.global.nc
@@ -77,19 +74,6 @@ __device__ __forceinline__ float dot8(float acc, const uint4& a, const uint4& b)
     acc = fmaf(__uint_as_float(av[i] & 0xffff0000u), __uint_as_float(bv[i] & 0xffff0000u), acc);
   }
   return acc;
-}
-
-// The output of a row's fp32 sum (F32: fp32, else bf16) and, for kSilu, of a gate|up pair: the bf16 gate and up rows
-// as a plain product would store them, then silu(gate) * up rounded once more (silu_mul's math, activation.cuh).
-template <bool F32>
-__device__ __forceinline__ void store_row(void* y, size_t at, float v) {
-  if constexpr (F32)
-    static_cast<float*>(y)[at] = v;
-  else
-    static_cast<bf16*>(y)[at] = __float2bfloat16_rn(v);
-}
-__device__ __forceinline__ void store_silu(void* y, size_t at, float g, float u) {
-  static_cast<bf16*>(y)[at] = __float2bfloat16_rn(detail::silu_times(detail::round_bf16(g), detail::round_bf16(u)));
 }
 
 // RPW rows per warp, their loads interleaved (RPW = 2: sixteen 16-byte loads in flight per lane). kSilu: the warp's
@@ -284,24 +268,26 @@ void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w,
 
 }  // namespace
 
-bool gemv_supported(const void* x, int ldx, const void* w, int N, int in) {
+bool gemv_supported(const void* x, int ldx, const void* w, int N, int in, int version) {
   const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return N >= 1 && N <= kGemvMaxRows && in > 0 && in % 8 == 0 && ldx % 8 == 0 && a16(x) && a16(w);
+  const bool mma = version >= 4;
+  return version >= 1 && version <= kGemvVersions && N >= 1 && N <= (mma ? kGemvMmaMaxRows : kGemvMaxRows) &&
+         in > 0 && in % (mma ? 32 : 8) == 0 && ldx % 8 == 0 && a16(x) && a16(w);
 }
 
 void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,
           int version) {
-  SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && ldy >= out && ldx >= in, "gemv");
-  SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv");
+  SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in, version) && out > 0 && ldy >= out && ldx >= in, "gemv");
+  if (version >= 4) return detail::gemv_mma(y, f32, ldy, x, ldx, w, N, in, out, 0, version, s);
   dispatch<0>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
   SALA_CUDA_CHECK_LAUNCH();
 }
 
 void gemv_silu(bf16* m, int ldm, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,
                int version, bool pairs) {
-  SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in) && out > 0 && out % 2 == 0 && ldm >= out / 2 && ldx >= in,
+  SALA_CUDA_REQUIRE(gemv_supported(x, ldx, w, N, in, version) && out > 0 && out % 2 == 0 && ldm >= out / 2 && ldx >= in,
                     "gemv_silu");
-  SALA_CUDA_REQUIRE(version >= 1 && version <= kGemvVersions, "gemv_silu");
+  if (version >= 4) return detail::gemv_mma(m, false, ldm, x, ldx, w, N, in, out, pairs ? 2 : 1, version, s);
   if (pairs)
     dispatch<2>(m, false, ldm, x, ldx, w, N, in, out, version, s);
   else

@@ -42,20 +42,31 @@ enum PdlGroup : int {
 };
 bool pdl_enabled(int group);  // util.cu: the group's bit of SALA_CUDA_PDL (read once)
 
+// cluster_x > 1: thread-block clusters of cluster_x CTAs along x (grid.x a multiple of it), whose CTAs read each
+// other's shared memory (gemv_mma.cu's split-K sums).
 template <typename... Params, typename... Args>
-void launch_pdl(int group, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                Args&&... args) {
-  cudaLaunchAttribute attr[1];
+void launch_pdl_cluster(int group, unsigned cluster_x, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t s, Args&&... args) {
+  cudaLaunchAttribute attr[2];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled(group) ? 1 : 0;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = cluster_x;
+  attr[1].val.clusterDim.y = 1;
+  attr[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = cluster_x > 1 ? 2 : 1;
   SALA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+template <typename... Params, typename... Args>
+void launch_pdl(int group, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args&&... args) {
+  launch_pdl_cluster(group, 1, kernel, grid, block, smem, s, std::forward<Args>(args)...);
 }
 
 }  // namespace sala::cuda::detail
