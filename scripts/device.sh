@@ -92,7 +92,8 @@ what=${what//,bench,/,sala,dense,kernels,}
 has() { [[ $what == *",$1,"* ]]; }
 
 if has unit; then
-  "$B/sala_cuda_tests" > "$OUT/gpu_tests.log" 2>&1 || status=1
+  # SALA_GPU_TESTS=FILTER: a subset (gtest filter) for a quick check between kernel versions
+  "$B/sala_cuda_tests" ${SALA_GPU_TESTS:+--gtest_filter=$SALA_GPU_TESTS} > "$OUT/gpu_tests.log" 2>&1 || status=1
   # the decode-consistency cases again (graph replay vs eager bitwise, GPU draws, chunked prefill vs CPU): a race
   # between overlapping kernels (launch.cuh) shows as a run that differs
   "$B/sala_cuda_tests" --gtest_repeat=3 \
@@ -123,7 +124,9 @@ fi
 
 J=$OUT/bench.jsonl
 if has sala; then
-  "$B/sala" bench --preset minicpm-sala-9b --lengths 32k,128k,256k,1m --decode 32 --out "$J" 2>&1 | tee "$OUT/bench_sala9b.txt" || status=1
+  # SALA_BENCH_LENGTHS: the batch-1 contexts (default 32k,128k,256k,1m)
+  "$B/sala" bench --preset minicpm-sala-9b --lengths "${SALA_BENCH_LENGTHS:-32k,128k,256k,1m}" --decode 32 --out "$J" 2>&1 \
+    | tee "$OUT/bench_sala9b.txt" || status=1
   "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 | tee "$OUT/bench_sala9b_b32.txt" || status=1
 fi
 if has dense; then

@@ -22,9 +22,9 @@
 #include <cooperative_groups.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "sala/backend/cuda/arg_check.h"
+#include "sala/backend/cuda/attn_common.cuh"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/gemm.h"
 #include "sala/backend/cuda/gemv_common.cuh"
@@ -38,26 +38,26 @@ namespace {
 namespace cg = cooperative_groups;
 constexpr int kWarps = detail::kGemvWarps;
 constexpr int kRowsPerCta = kWarps * 32;  // weight rows of a CTA (silu: 128 gate|up pairs)
-constexpr int kUnroll = 4;                // chunks of 32 k in flight per lane: 16 loads of 16 bytes
+constexpr int kMaxN = 32;                 // x rows a stage holds (kGemvMmaMaxRows)
+constexpr int kStages = 5;                // chunks of 32 k in flight per CTA: 5 x 16 KB of weights
 constexpr int kMaxSplit = 8;              // the portable cluster size
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+// a stage: the CTA's 256 weight rows and the x rows over one chunk of 32 k, 64 bytes (four 16-byte pieces) a row
+constexpr int kStageW = kRowsPerCta * 4, kStageX = kMaxN * 4;  // in uint4
+constexpr size_t kSmemBytes = size_t(kStages) * (kStageW + kStageX) * 16;
 
 // NT n8 tiles of x rows (N <= 8 NT). kSilu as in gemv.cu. Grid (split, row tiles), clusters of split along x.
 template <int NT, bool F32, int kSilu>
-__global__ void __launch_bounds__(kWarps * 32, 1)
+__global__ void __launch_bounds__(kWarps * 32)
     gemv_mma_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
                     int N, int in, int out, int split) {
   detail::pdl_begin();  // launch.cuh: nothing is read before it
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
   constexpr int kCols = NT * 8 + 1;  // +1: the column stores of a row tile fall in distinct banks
-  __shared__ float part[kRowsPerCta][kCols];
+  extern __shared__ uint4 smem[];
+  uint4* sw = smem;                               // [kStages][kRowsPerCta][4]
+  uint4* sx = smem + size_t(kStages) * kStageW;   // [kStages][kMaxN][4]
+  auto part = reinterpret_cast<float(*)[kCols]>(smem);  // after the loop: the CTA's fp32 sums [kRowsPerCta][kCols]
+  static_assert(sizeof(float) * kRowsPerCta * kCols <= kSmemBytes, "the partial sums reuse the stages");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int outs = kSilu ? out / 2 : out;
   const int q = blockIdx.x, tile = blockIdx.y;
@@ -65,28 +65,36 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const auto local = [&](int mt, int h) {
     return kSilu ? mt * (kRowsPerCta / 2) + warp * 16 + g + 8 * h : warp * 32 + mt * 16 + g + 8 * h;
   };
-  const uint4* wr[2][2];
+  // the copy of a stage: thread i moves 16-byte pieces i, i + 256, ... of the weight rows (4 a row), then of x
+  const uint4* wsrc[kStageW / (kWarps * 32)];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      int r;
-      if constexpr (kSilu) {
-        const int p = min(tile * (kRowsPerCta / 2) + warp * 16 + g + 8 * h, outs - 1);
-        r = kSilu == 2 ? 2 * p + mt : p + mt * outs;
-      } else {
-        r = min(tile * kRowsPerCta + local(mt, h), out - 1);
-      }
-      wr[mt][h] = reinterpret_cast<const uint4*>(w + size_t(r) * in) + t;
+  for (int j = 0; j < kStageW / (kWarps * 32); ++j) {
+    const int e = threadIdx.x + j * kWarps * 32, lr = e / 4;
+    int r;
+    if constexpr (kSilu) {
+      const int p = min(tile * (kRowsPerCta / 2) + lr % (kRowsPerCta / 2), outs - 1), half = lr / (kRowsPerCta / 2);
+      r = kSilu == 2 ? 2 * p + half : p + half * outs;
+    } else {
+      r = min(tile * kRowsPerCta + lr, out - 1);
     }
-  const uint4* xr[NT];
-  bool xin[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int n = nt * 8 + g;
-    xin[nt] = n < N;
-    xr[nt] = reinterpret_cast<const uint4*>(x + size_t(min(n, N - 1)) * ldx) + t;
+    wsrc[j] = reinterpret_cast<const uint4*>(w + size_t(r) * in) + e % 4;
   }
+  const int xe = threadIdx.x;  // threads 0..127: x row xe / 4, piece xe % 4 (rows past N: zeros)
+  const bool xcopy = xe < kStageX, xvalid = xe / 4 < N;
+  const uint4* xsrc = reinterpret_cast<const uint4*>(x + size_t(min(xe / 4, N - 1)) * ldx) + xe % 4;
+  const int chunks = in / 32;
+  const int c0 = int((long long)chunks * q / split), c1 = int((long long)chunks * (q + 1) / split), nc = c1 - c0;
+  const auto load = [&](int i) {  // chunk c0 + i into stage i % kStages (an empty group past the range)
+    if (i < nc) {
+      const int st = i % kStages, c = c0 + i;
+#pragma unroll
+      for (int j = 0; j < kStageW / (kWarps * 32); ++j)
+        detail::cp_async16(detail::smem_u32(sw + size_t(st) * kStageW + threadIdx.x + j * kWarps * 32),
+                           wsrc[j] + 4 * c, true);
+      if (xcopy) detail::cp_async16(detail::smem_u32(sx + st * kStageX + xe), xsrc + 4 * c, xvalid);
+    }
+    detail::cp_async_commit();
+  };
   float acc[2][NT][4];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -94,39 +102,30 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-
-  // U chunks from chunk c: the weight loads first (all in flight), then per chunk the x loads and 2 x 2 x NT mmas
-  const auto run = [&](auto u_const, int c) {
-    constexpr int U = decltype(u_const)::value;
-    uint4 wv[U][2][2];
 #pragma unroll
-    for (int u = 0; u < U; ++u)
+  for (int i = 0; i < kStages - 1; ++i) load(i);
+  for (int i = 0; i < nc; ++i) {
+    detail::cp_async_wait<kStages - 2>();  // chunk i has landed (this thread's copies) ...
+    __syncthreads();                       // ... everyone's; and chunk i - 1's stage is free again
+    load(i + kStages - 1);
+    const uint4* ws = sw + size_t(i % kStages) * kStageW;
+    const uint4* xs = sx + (i % kStages) * kStageX;
+    uint4 xv[NT];
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+    for (int nt = 0; nt < NT; ++nt) xv[nt] = xs[(nt * 8 + g) * 4 + t];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) wv[u][mt][h] = detail::ld_stream(wr[mt][h] + 4 * (c + u));
+    for (int mt = 0; mt < 2; ++mt) {
+      const uint4 w0 = ws[local(mt, 0) * 4 + t], w1 = ws[local(mt, 1) * 4 + t];
+      const uint32_t a0[4] = {w0.x, w1.x, w0.y, w1.y}, a1[4] = {w0.z, w1.z, w0.w, w1.w};
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      uint4 xv[NT];
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) xv[nt] = xin[nt] ? __ldg(xr[nt] + 4 * (c + u)) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const uint32_t a0[4] = {wv[u][mt][0].x, wv[u][mt][1].x, wv[u][mt][0].y, wv[u][mt][1].y};
-        const uint32_t a1[4] = {wv[u][mt][0].z, wv[u][mt][1].z, wv[u][mt][0].w, wv[u][mt][1].w};
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          mma_bf16(acc[mt][nt], a0, xv[nt].x, xv[nt].y);
-          mma_bf16(acc[mt][nt], a1, xv[nt].z, xv[nt].w);
-        }
+      for (int nt = 0; nt < NT; ++nt) {
+        detail::mma_bf16(acc[mt][nt], a0, xv[nt].x, xv[nt].y);
+        detail::mma_bf16(acc[mt][nt], a1, xv[nt].z, xv[nt].w);
       }
     }
-  };
-  const int chunks = in / 32;
-  const int c0 = int((long long)chunks * q / split), c1 = int((long long)chunks * (q + 1) / split);
-  int c = c0;
-  for (; c + kUnroll <= c1; c += kUnroll) run(std::integral_constant<int, kUnroll>{}, c);
-  for (; c < c1; ++c) run(std::integral_constant<int, 1>{}, c);
+  }
+  detail::cp_async_wait<0>();
+  __syncthreads();  // the stages are read: their memory takes the partial sums
 
   // the accumulators (c0, c1: row g, x rows 2 t, 2 t + 1; c2, c3: row g + 8) into this CTA's partial sums
 #pragma unroll
@@ -181,16 +180,22 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
   const int outs = kSilu ? out / 2 : out, rows = kSilu ? kRowsPerCta / 2 : kRowsPerCta;
   const int tiles = (outs + rows - 1) / rows, chunks = in / 32;
   int split = 1;  // v4: the smallest split (power of two, <= 8) that fills the SMs, each CTA keeping >= 8 chunks
-  while (split < kMaxSplit && tiles * split < sm_count() && chunks / (2 * split) >= 2 * kUnroll) split *= 2;
+  while (split < kMaxSplit && tiles * split < sm_count() && chunks / (2 * split) >= 8) split *= 2;
   if (version == 5) split = split > 1 ? split / 2 : 1;
   const dim3 grid{unsigned(split), unsigned(tiles)};
+  const auto go = [&](auto kernel) {
+    static const bool sized = [&] {  // once per instantiation: more than the default 48 KB of shared memory
+      SALA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
+      return true;
+    }();
+    (void)sized;
+    detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), kernel, grid, kWarps * 32, kSmemBytes, s, y, ldy, x,
+                               ldx, w, N, in, out, split);
+  };
   if (f32) {
-    if constexpr (!kSilu)
-      detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), gemv_mma_kernel<NT, true, 0>, grid, kWarps * 32, 0,
-                                 s, y, ldy, x, ldx, w, N, in, out, split);
+    if constexpr (!kSilu) go(gemv_mma_kernel<NT, true, 0>);
   } else {
-    detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), gemv_mma_kernel<NT, false, kSilu>, grid, kWarps * 32,
-                               0, s, y, ldy, x, ldx, w, N, in, out, split);
+    go(gemv_mma_kernel<NT, false, kSilu>);
   }
 }
 
