@@ -28,7 +28,8 @@ namespace {
 // The engine's environment switches that are set (A/B runs differ only in them), recorded with each JSON line.
 nlohmann::json engine_switches() {
   nlohmann::json e = nlohmann::json::object();
-  for (const char* k : {"SALA_CUDA_GRAPHS", "SALA_CUDA_FUSE", "SALA_CUDA_PDL", "SALA_CUDA_GU_PAIRS", "OMP_NUM_THREADS"})
+  for (const char* k : {"SALA_CUDA_GRAPHS", "SALA_CUDA_FUSE", "SALA_CUDA_PDL", "SALA_CUDA_GU_PAIRS", "SALA_GEMV_MMA",
+                        "OMP_NUM_THREADS"})
     if (const char* v = std::getenv(k)) e[k] = v;
   return e;
 }

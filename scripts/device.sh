@@ -5,7 +5,7 @@
 #   bash scripts/device.sh pack-variant NAME FLAGS  here, after pack: a build with CMAKE_CUDA_FLAGS=FLAGS (kernel-lab
 #                                      switches such as -DSALA_GEMV_PREWAIT=1), compressed into build/device/variants
 #   bash scripts/device.sh run [what]  on the GPU machine: what = all (default: tests + bench, ~8 min) | tests |
-#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | pdl | variants |
+#                                      unit | sanitize | bench | sala | kernels | graphs | fuse | pdl | mma | variants |
 #                                      profile | eval | sweep,
 #                                      or several joined by commas (a call stops at 10 min, and only 8 files under
 #                                      $OUT come back).
@@ -18,6 +18,7 @@
 #                                      the fused op pairs (SALA_CUDA_FUSE), and the 32K batch-1 decode profile;
 #                                      pdl: the GPU suite, repeats and memcheck with PDL on, then decode off/on;
 #                                      variants: the GPU suite and decode for each pack-variant build;
+#                                      mma: the tensor-core gemv in the GEMM race (SALA_GEMV_MMA=1) or not, tests + A/B;
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -212,6 +213,21 @@ if has pdl; then
       | tee "$OUT/bench_pdl_$p.txt" || status=1
   done
   summary+=("decode tok/s at 32K / 128K, PDL off: $(grep -E '^minicpm' "$OUT/bench_pdl_0.txt" | awk '{printf "%s ", $7}') on: $(grep -E '^minicpm' "$OUT/bench_pdl_-1.txt" | awk '{printf "%s ", $7}')")
+fi
+
+if has mma; then
+  # the tensor-core gemv versions (gemv_mma.cu) in Gemm's race (SALA_GEMV_MMA=1) or not: the GPU tests that reach
+  # them through the model, then decode at batch 1 and 32, A/B in one run
+  SALA_GEMV_MMA=1 "$B/sala_cuda_tests" --gtest_filter='CudaGemm.*:CudaModel.*' > "$OUT/gpu_tests_mma.log" 2>&1 || status=1
+  summary+=("gpu tests, SALA_GEMV_MMA=1: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_mma.log" | tr '\n' ' ')")
+  J=$OUT/bench_mma.jsonl
+  for m in 0 1; do
+    SALA_GEMV_MMA=$m "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$J" 2>&1 \
+      | tee "$OUT/bench_mma_$m.txt" || status=1
+    SALA_GEMV_MMA=$m "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 \
+      | tee "$OUT/bench_mma_b32_$m.txt" || status=1
+    summary+=("SALA_GEMV_MMA=$m decode tok/s at 32K: b1 $(grep -E '^minicpm' "$OUT/bench_mma_$m.txt" | awk '{print $7}') b32 $(grep -E '^minicpm' "$OUT/bench_mma_b32_$m.txt" | awk '{print $7}')")
+  done
 fi
 
 if has variants; then

@@ -175,8 +175,8 @@ void bench_gemm() {
         const int reps = flops > 1e12 ? 10 : 30;
         const double ms = time_ms(run, reps, 3);
         const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
-        static const char* names[] = {"gemm (engine)", "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
-                                      "gemv v1 (sala)", "gemv v2 (sala)", "gemv v3 (sala)",
+        static const char* names[] = {"gemm (engine)",       "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
+                                      "gemv v1 (sala)",      "gemv v2 (sala)",        "gemv v3 (sala)",
                                       "gemv v4 (sala, mma)", "gemv v5 (sala, mma)"};
         static_assert(sizeof names / sizeof names[0] == 3 + cuda::kGemvVersions);
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);

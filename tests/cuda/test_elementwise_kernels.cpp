@@ -794,10 +794,10 @@ TEST(CudaGemm, GemvRefusesWhatItCannotRead) {
   EXPECT_FALSE(cuda::gemv_supported(p + 1, 4096, p, 1, 4096));  // x not 16-byte aligned
   EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 9, 4096));  // more rows than it takes
   EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 8, 4096));
-  EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 32, 4096, 4));   // the tensor-core versions take up to 32 rows
+  EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 32, 4096, 4));  // the tensor-core versions take up to 32 rows
   EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 33, 4096, 4));
-  EXPECT_FALSE(cuda::gemv_supported(p, 1032, p, 1, 1032, 5));   // ... of a multiple of 32
-  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 1, 4096, 6));   // no such version
+  EXPECT_FALSE(cuda::gemv_supported(p, 1032, p, 1, 1032, 5));  // ... of a multiple of 32
+  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 1, 4096, 6));  // no such version
   EXPECT_THROW(cuda::gemv(p, false, 4, p, 1032, p, 2, 1032, 4, nullptr, 4), InternalError);
   EXPECT_THROW(cuda::gemv(p, false, 4, p, 300, p, 1, 300, 4, nullptr), InternalError);
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -40,6 +41,17 @@ struct Key {
 // Decode-sized products (few rows) are bound by the weight read, and the heuristic's first choice there is often not
 // the fastest: the first such call times the heuristic's candidates on its own operands and keeps the fastest.
 constexpr int kCandidates = 8, kTuneMaxRows = 64;
+
+// The tensor-core gemv versions (4, 5: gemv_mma.cu) join the race only with SALA_GEMV_MMA=1 for now: their pipelined
+// form has not yet run on a GPU (the tests exercise them directly either way).
+bool mma_in_race() {
+  static const bool on = [] {
+    const char* e = std::getenv("SALA_GEMV_MMA");
+    return e && std::atoi(e) != 0;
+  }();
+  return on;
+}
+bool version_in_race(int v) { return v < 4 || mma_in_race(); }
 
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -196,7 +208,8 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
   if (N == 0) return;
   std::lock_guard<std::mutex> lock(impl_->mu);
   bool gemv_ok = false;  // some version of sala's gemv takes this shape
-  for (int v = 1; v <= kGemvVersions; ++v) gemv_ok = gemv_ok || gemv_supported(x, ldx, w, N, in, v);
+  for (int v = 1; v <= kGemvVersions; ++v)
+    gemv_ok = gemv_ok || (version_in_race(v) && gemv_supported(x, ldx, w, N, in, v));
   gemv_ok = gemv_ok && impl_->use_gemv && impl_->tune_small;
   auto it = impl_->plans.find(k);
   if (it == impl_->plans.end()) {
@@ -264,7 +277,7 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
       }
       p.algo = p.candidates[best_i];
       for (int v = 1; gemv_ok && v <= kGemvVersions; ++v) {
-        if (!gemv_supported(x, ldx, w, N, in, v)) continue;
+        if (!version_in_race(v) || !gemv_supported(x, ldx, w, N, in, v)) continue;
         run_gemv(v);
         const float t = time_it([&] { run_gemv(v); });
         if (best == 0 || t < best) best = t, p.gemv = v;

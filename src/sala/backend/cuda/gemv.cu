@@ -271,8 +271,8 @@ void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w,
 bool gemv_supported(const void* x, int ldx, const void* w, int N, int in, int version) {
   const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool mma = version >= 4;
-  return version >= 1 && version <= kGemvVersions && N >= 1 && N <= (mma ? kGemvMmaMaxRows : kGemvMaxRows) &&
-         in > 0 && in % (mma ? 32 : 8) == 0 && ldx % 8 == 0 && a16(x) && a16(w);
+  return version >= 1 && version <= kGemvVersions && N >= 1 && N <= (mma ? kGemvMmaMaxRows : kGemvMaxRows) && in > 0 &&
+         in % (mma ? 32 : 8) == 0 && ldx % 8 == 0 && a16(x) && a16(w);
 }
 
 void gemv(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, cudaStream_t s,

@@ -4,13 +4,15 @@
 // 7.8 µs); cuBLASLt's kernels for M = 32 leave most SMs idle on the short products (o_proj 19 µs, H200 profile).
 // Here the weight is still one stream, read once, and the tensor cores do the arithmetic.
 //
-// Layout. A warp owns two m16 tiles of weight rows (32 rows; for SwiGLU 16 gate rows and their 16 up rows) and the
-// NT n8 tiles of x rows, and walks its K range in chunks of 32: lane (g = lane / 4, t = lane % 4) loads 16 bytes of
-// rows g and g + 8 at k = 8 t .. 8 t + 7 of the chunk, and 16 bytes of x row g of each n tile at the same k. The
-// mma's k order is a permutation of the chunk's (elements 0-3 of each 16-byte piece feed the first k16 step, 4-7 the
-// second); A and B use the same one, so every product is summed once and the weight loads stay 16-byte vectors with
-// no shared memory. The x rows (N x in x 2 bytes) are read by the 8 warps of a CTA at the same k and stay in L1.
-//
+// Layout. A CTA's 256 weight rows (silu: 128 gate rows and their 128 up rows) and the x rows pass through a 5-deep
+// cp.async pipeline in shared memory, one chunk of 32 k a stage (16 KB of weights: ~80 KB of the stream in flight per
+// CTA, two CTAs an SM). A warp owns two m16 tiles of those rows and the NT n8 tiles of x rows: lane (g = lane / 4,
+// t = lane % 4) reads 16 bytes of rows g and g + 8 at k = 8 t .. 8 t + 7 of the chunk, and 16 bytes of x row g of
+// each n tile at the same k (conflict-free: a quarter-warp reads 128 consecutive bytes). The mma's k order is a
+// permutation of the chunk's (elements 0-3 of each 16-byte piece feed the first k16 step, 4-7 the second); A and B
+// use the same one, so every product is summed once, without ldmatrix. A first form that loaded the weights straight
+// into registers (no shared memory) passed the tests but ran 1.5-3.5x slower than cuBLASLt at N = 32 (H200, 2026-12-01:
+// with one CTA an SM, nothing overlapped a warp's load latency with its math).
 // Split K. A CTA (8 warps, 256 rows) covers a K range; `split` CTAs of one cluster cover the row tile's whole K
 // range, and their fp32 sums meet in distributed shared memory, each CTA adding the split partials of its share of
 // the rows in cluster-rank order (deterministic, no atomics, no global workspace). v4 picks the smallest split that
@@ -21,6 +23,7 @@
 // the two agree bitwise.
 #include <cooperative_groups.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "sala/backend/cuda/arg_check.h"
@@ -54,8 +57,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
   constexpr int kCols = NT * 8 + 1;  // +1: the column stores of a row tile fall in distinct banks
   extern __shared__ uint4 smem[];
-  uint4* sw = smem;                               // [kStages][kRowsPerCta][4]
-  uint4* sx = smem + size_t(kStages) * kStageW;   // [kStages][kMaxN][4]
+  uint4* sw = smem;                                     // [kStages][kRowsPerCta][4]
+  uint4* sx = smem + size_t(kStages) * kStageW;         // [kStages][kMaxN][4]
   auto part = reinterpret_cast<float(*)[kCols]>(smem);  // after the loop: the CTA's fp32 sums [kRowsPerCta][kCols]
   static_assert(sizeof(float) * kRowsPerCta * kCols <= kSmemBytes, "the partial sums reuse the stages");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -89,8 +92,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int st = i % kStages, c = c0 + i;
 #pragma unroll
       for (int j = 0; j < kStageW / (kWarps * 32); ++j)
-        detail::cp_async16(detail::smem_u32(sw + size_t(st) * kStageW + threadIdx.x + j * kWarps * 32),
-                           wsrc[j] + 4 * c, true);
+        detail::cp_async16(detail::smem_u32(sw + size_t(st) * kStageW + threadIdx.x + j * kWarps * 32), wsrc[j] + 4 * c,
+                           true);
       if (xcopy) detail::cp_async16(detail::smem_u32(sx + st * kStageX + xe), xsrc + 4 * c, xvalid);
     }
     detail::cp_async_commit();
@@ -174,6 +177,23 @@ int sm_count() {
   return n;
 }
 
+// One instantiation's launch; its shared memory (over the default 48 KB) is allowed once per device.
+template <int NT, bool F32, int kSilu>
+void launch_kernel(dim3 grid, int split, cudaStream_t s, void* y, int ldy, const bf16* x, int ldx, const bf16* w, int N,
+                   int in, int out) {
+  static std::atomic<uint64_t> sized{0};  // a bit per device ordinal (the first 64)
+  int dev = 0;
+  SALA_CUDA_CHECK(cudaGetDevice(&dev));
+  const uint64_t bit = uint64_t(1) << (dev & 63);
+  if (!(sized.load() & bit)) {
+    SALA_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<NT, F32, kSilu>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(kSmemBytes)));
+    sized.fetch_or(bit);
+  }
+  detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), gemv_mma_kernel<NT, F32, kSilu>, grid, kWarps * 32,
+                             kSmemBytes, s, y, ldy, x, ldx, w, N, in, out, split);
+}
+
 template <int NT, int kSilu>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
             cudaStream_t s) {
@@ -183,19 +203,10 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
   while (split < kMaxSplit && tiles * split < sm_count() && chunks / (2 * split) >= 8) split *= 2;
   if (version == 5) split = split > 1 ? split / 2 : 1;
   const dim3 grid{unsigned(split), unsigned(tiles)};
-  const auto go = [&](auto kernel) {
-    static const bool sized = [&] {  // once per instantiation: more than the default 48 KB of shared memory
-      SALA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)));
-      return true;
-    }();
-    (void)sized;
-    detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), kernel, grid, kWarps * 32, kSmemBytes, s, y, ldy, x,
-                               ldx, w, N, in, out, split);
-  };
   if (f32) {
-    if constexpr (!kSilu) go(gemv_mma_kernel<NT, true, 0>);
+    if constexpr (!kSilu) launch_kernel<NT, true, 0>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
   } else {
-    go(gemv_mma_kernel<NT, false, kSilu>);
+    launch_kernel<NT, false, kSilu>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
   }
 }
 
@@ -203,10 +214,18 @@ template <int kSilu>
 void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
               cudaStream_t s) {
   switch ((N + 7) / 8) {
-    case 1: launch<1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s); break;
-    case 2: launch<2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s); break;
-    case 3: launch<3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s); break;
-    default: launch<4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s); break;
+    case 1:
+      launch<1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      break;
+    case 2:
+      launch<2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      break;
+    case 3:
+      launch<3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      break;
+    default:
+      launch<4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      break;
   }
 }
 
