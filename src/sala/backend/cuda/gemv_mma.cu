@@ -5,8 +5,8 @@
 // Here the weight is still one stream, read once, and the tensor cores do the arithmetic.
 //
 // Layout. A CTA's 256 weight rows (silu: 128 gate rows and their 128 up rows) and the x rows pass through a 5-deep
-// cp.async pipeline in shared memory, one chunk of 32 k a stage (16 KB of weights: ~80 KB of the stream in flight per
-// CTA, two CTAs an SM). A warp owns two m16 tiles of those rows and the NT n8 tiles of x rows: lane (g = lane / 4,
+// cp.async pipeline in shared memory, one chunk of 32 k a stage (16 KB of weights: 64 KB of the stream in flight per
+// CTA in steady state, two CTAs an SM). A warp owns two m16 tiles of those rows and the NT n8 tiles of x rows: lane (g = lane / 4,
 // t = lane % 4) reads 16 bytes of rows g and g + 8 at k = 8 t .. 8 t + 7 of the chunk, and 16 bytes of x row g of
 // each n tile at the same k (conflict-free: a quarter-warp reads 128 consecutive bytes). The mma's k order is a
 // permutation of the chunk's (elements 0-3 of each 16-byte piece feed the first k16 step, 4-7 the second); A and B
@@ -16,7 +16,7 @@
 // Split K. A CTA (8 warps, 256 rows) covers a K range; `split` CTAs of one cluster cover the row tile's whole K
 // range, and their fp32 sums meet in distributed shared memory, each CTA adding the split partials of its share of
 // the rows in cluster-rank order (deterministic, no atomics, no global workspace). v4 picks the smallest split that
-// puts a CTA on every SM, v5 half of it (fewer, longer CTAs); Gemm's tuner times both against the rest.
+// fills every CTA slot (two an SM), v5 half of it (fewer, longer CTAs); Gemm's tuner times both against the rest.
 //
 // gemv_silu's epilogue (kSilu 1: gate rows p, up rows p + out / 2; 2: interleaved 2 p, 2 p + 1) rounds as the plain
 // product followed by silu_mul does; the split of a silu product equals the plain one's (same row tiles, same K), so
@@ -33,6 +33,7 @@
 #include "sala/backend/cuda/gemv_common.cuh"
 #include "sala/backend/cuda/kernels.h"
 #include "sala/backend/cuda/launch.cuh"
+#include "sala/backend/cuda/util.h"
 
 namespace sala::cuda {
 
@@ -47,15 +48,16 @@ constexpr int kMaxSplit = 8;              // the portable cluster size
 // a stage: the CTA's 256 weight rows and the x rows over one chunk of 32 k, 64 bytes (four 16-byte pieces) a row
 constexpr int kStageW = kRowsPerCta * 4, kStageX = kMaxN * 4;  // in uint4
 constexpr size_t kSmemBytes = size_t(kStages) * (kStageW + kStageX) * 16;
+static_assert(kStageW % (kWarps * 32) == 0 && kStageX <= kWarps * 32, "a stage's copy: whole passes of the CTA");
 
 // NT n8 tiles of x rows (N <= 8 NT). kSilu as in gemv.cu. Grid (split, row tiles), clusters of split along x.
 template <int NT, bool F32, int kSilu>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, 2)
     gemv_mma_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
                     int N, int in, int out, int split) {
   detail::pdl_begin();  // launch.cuh: nothing is read before it
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
-  constexpr int kCols = NT * 8 + 1;  // +1: the column stores of a row tile fall in distinct banks
+  constexpr int kCols = NT * 8 + 1;  // +1: the epilogue's reads of consecutive rows fall in distinct banks
   extern __shared__ uint4 smem[];
   uint4* sw = smem;                                     // [kStages][kRowsPerCta][4]
   uint4* sx = smem + size_t(kStages) * kStageW;         // [kStages][kMaxN][4]
@@ -167,16 +169,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (split > 1) cluster.sync();  // no CTA leaves while another still reads its shared memory
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    SALA_CUDA_CHECK(cudaGetDevice(&dev));
-    SALA_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return n;
-}
-
 // One instantiation's launch; its shared memory (over the default 48 KB) is allowed once per device.
 template <int NT, bool F32, int kSilu>
 void launch_kernel(dim3 grid, int split, cudaStream_t s, void* y, int ldy, const bf16* x, int ldx, const bf16* w, int N,
@@ -199,8 +191,9 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
             cudaStream_t s) {
   const int outs = kSilu ? out / 2 : out, rows = kSilu ? kRowsPerCta / 2 : kRowsPerCta;
   const int tiles = (outs + rows - 1) / rows, chunks = in / 32;
-  int split = 1;  // v4: the smallest split (power of two, <= 8) that fills the SMs, each CTA keeping >= 8 chunks
-  while (split < kMaxSplit && tiles * split < sm_count() && chunks / (2 * split) >= 8) split *= 2;
+  // v4: the smallest split (power of two, <= 8) that fills the CTA slots (two an SM), each CTA keeping >= 8 chunks
+  int split = 1;
+  while (split < kMaxSplit && tiles * split < 2 * sm_count() && chunks / (2 * split) >= 8) split *= 2;
   if (version == 5) split = split > 1 ? split / 2 : 1;
   const dim3 grid{unsigned(split), unsigned(tiles)};
   if (f32) {
