@@ -123,6 +123,15 @@ if has sanitize; then
   done
 fi
 
+# SALA-9B decode at 32K under one switch (VAR=VALUE): batch 1 (64 tokens) into $OUT/TAG.txt, batch 32 (16 tokens)
+# into $OUT/TAG_b32.txt, JSON lines into JSONL; tok_s TAG prints what a log measured
+decode_32k() {  # VAR=VALUE TAG JSONL
+  env "$1" "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$3" 2>&1 | tee "$OUT/$2.txt" || status=1
+  env "$1" "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$3" 2>&1 \
+    | tee "$OUT/$2_b32.txt" || status=1
+}
+tok_s() { grep -E '^minicpm' "$OUT/$1.txt" | awk '{printf "%s ", $7}'; }
+
 J=$OUT/bench.jsonl
 if has sala; then
   # SALA_BENCH_LENGTHS: the batch-1 contexts (default 32k,128k,256k,1m)
@@ -148,17 +157,9 @@ if has kernels && [[ ${SALA_KERNEL_BENCH:-1} != 0 ]]; then
 fi
 
 if has graphs; then
-  J=$OUT/bench_graphs.jsonl
-  for g in 1 0; do
-    SALA_CUDA_GRAPHS=$g "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$J" 2>&1 \
-      | tee "$OUT/bench_graphs_$g.txt" || status=1
-    SALA_CUDA_GRAPHS=$g "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 \
-      | tee "$OUT/bench_graphs_b32_$g.txt" || status=1
-  done
+  for g in 1 0; do decode_32k SALA_CUDA_GRAPHS=$g bench_graphs_$g "$OUT/bench_graphs.jsonl"; done
   summary+=("decode with CUDA graphs (1) and without (0), SALA-9B at 32K:")
-  for g in 1 0; do
-    summary+=("  graphs=$g b1: $(grep -E '^minicpm' "$OUT/bench_graphs_$g.txt" | awk '{print $7" tok/s"}') b32: $(grep -E '^minicpm' "$OUT/bench_graphs_b32_$g.txt" | awk '{print $7" tok/s"}')")
-  done
+  for g in 1 0; do summary+=("  graphs=$g b1: $(tok_s bench_graphs_$g)tok/s b32: $(tok_s bench_graphs_${g}_b32)tok/s"); done
 fi
 
 if has fuse; then
@@ -220,13 +221,9 @@ if has mma; then
   # them through the model, then decode at batch 1 and 32, A/B in one run
   SALA_GEMV_MMA=1 "$B/sala_cuda_tests" --gtest_filter='CudaGemm.*:CudaModel.*' > "$OUT/gpu_tests_mma.log" 2>&1 || status=1
   summary+=("gpu tests, SALA_GEMV_MMA=1: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_mma.log" | tr '\n' ' ')")
-  J=$OUT/bench_mma.jsonl
   for m in 0 1; do
-    SALA_GEMV_MMA=$m "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 64 --out "$J" 2>&1 \
-      | tee "$OUT/bench_mma_$m.txt" || status=1
-    SALA_GEMV_MMA=$m "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode 16 --batch 32 --out "$J" 2>&1 \
-      | tee "$OUT/bench_mma_b32_$m.txt" || status=1
-    summary+=("SALA_GEMV_MMA=$m decode tok/s at 32K: b1 $(grep -E '^minicpm' "$OUT/bench_mma_$m.txt" | awk '{print $7}') b32 $(grep -E '^minicpm' "$OUT/bench_mma_b32_$m.txt" | awk '{print $7}')")
+    decode_32k SALA_GEMV_MMA=$m bench_mma_$m "$OUT/bench_mma.jsonl"
+    summary+=("SALA_GEMV_MMA=$m decode tok/s at 32K: b1 $(tok_s bench_mma_$m)b32 $(tok_s bench_mma_${m}_b32)")
   done
 fi
 
