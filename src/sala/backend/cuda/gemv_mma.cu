@@ -35,6 +35,12 @@
 #include "sala/backend/cuda/launch.cuh"
 #include "sala/backend/cuda/util.h"
 
+// Where the PDL wait goes (launch.cuh). 0 (default): first. 1: after the prologue's weight copies, which may then
+// overlap the kernel before (gemv.cu's SALA_GEMV_PREWAIT for the CUDA-core versions); not yet run on a GPU.
+#ifndef SALA_GEMV_MMA_PREWAIT
+#define SALA_GEMV_MMA_PREWAIT 0
+#endif
+
 namespace sala::cuda {
 
 namespace {
@@ -55,7 +61,7 @@ template <int NT, bool F32, int kSilu>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     gemv_mma_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
                     int N, int in, int out, int split) {
-  detail::pdl_begin();  // launch.cuh: nothing is read before it
+  if (!SALA_GEMV_MMA_PREWAIT) detail::pdl_begin();  // launch.cuh: nothing is read before it
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
   constexpr int kCols = NT * 8 + 1;  // +1: the epilogue's reads of consecutive rows fall in distinct banks
   extern __shared__ uint4 smem[];
@@ -89,16 +95,17 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const uint4* xsrc = reinterpret_cast<const uint4*>(x + size_t(min(xe / 4, N - 1)) * ldx) + xe % 4;
   const int chunks = in / 32;
   const int c0 = int((long long)chunks * q / split), c1 = int((long long)chunks * (q + 1) / split), nc = c1 - c0;
-  const auto load = [&](int i) {  // chunk c0 + i into stage i % kStages (an empty group past the range)
-    if (i < nc) {
-      const int st = i % kStages, c = c0 + i;
+  // chunk c0 + i into stage i % kStages: its weight pieces, its x pieces (nothing past the range)
+  const auto load_w = [&](int i) {
+    if (i >= nc) return;
 #pragma unroll
-      for (int j = 0; j < kStageW / (kWarps * 32); ++j)
-        detail::cp_async16(detail::smem_u32(sw + size_t(st) * kStageW + threadIdx.x + j * kWarps * 32), wsrc[j] + 4 * c,
-                           true);
-      if (xcopy) detail::cp_async16(detail::smem_u32(sx + st * kStageX + xe), xsrc + 4 * c, xvalid);
-    }
-    detail::cp_async_commit();
+    for (int j = 0; j < kStageW / (kWarps * 32); ++j)
+      detail::cp_async16(detail::smem_u32(sw + size_t(i % kStages) * kStageW + threadIdx.x + j * kWarps * 32),
+                         wsrc[j] + 4 * (c0 + i), true);
+  };
+  const auto load_x = [&](int i) {
+    if (i < nc && xcopy)
+      detail::cp_async16(detail::smem_u32(sx + (i % kStages) * kStageX + xe), xsrc + 4 * (c0 + i), xvalid);
   };
   float acc[2][NT][4];
 #pragma unroll
@@ -107,12 +114,35 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+  // The prologue: kStages - 1 chunks, a commit group each. In the pre-wait form the weights' groups go first, before
+  // the PDL wait (they are constant), and the x pieces of all of them follow as one group after it.
+#if SALA_GEMV_MMA_PREWAIT
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) load(i);
+  for (int i = 0; i < kStages - 1; ++i) load_w(i), detail::cp_async_commit();
+  detail::pdl_begin();
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) load_x(i);
+  detail::cp_async_commit();
+#else
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) load_w(i), load_x(i), detail::cp_async_commit();
+#endif
   for (int i = 0; i < nc; ++i) {
-    detail::cp_async_wait<kStages - 2>();  // chunk i has landed (this thread's copies) ...
-    __syncthreads();                       // ... everyone's; and chunk i - 1's stage is free again
-    load(i + kStages - 1);
+    // chunk i has landed (this thread's copies): groups after its own may still be in flight, kStages - 2 of them
+    // (pre-wait form: while i < kStages - 2 the x group of the prologue comes after, so only i)
+#if SALA_GEMV_MMA_PREWAIT
+    switch (min(i, kStages - 2)) {
+      case 0: detail::cp_async_wait<0>(); break;
+      case 1: detail::cp_async_wait<1>(); break;
+      case 2: detail::cp_async_wait<2>(); break;
+      default: detail::cp_async_wait<kStages - 2>(); break;
+    }
+    static_assert(kStages - 2 == 3, "the cases above");
+#else
+    detail::cp_async_wait<kStages - 2>();
+#endif
+    __syncthreads();  // ... everyone's; and chunk i - 1's stage is free again
+    load_w(i + kStages - 1), load_x(i + kStages - 1), detail::cp_async_commit();
     const uint4* ws = sw + size_t(i % kStages) * kStageW;
     const uint4* xs = sx + (i % kStages) * kStageX;
     uint4 xv[NT];
