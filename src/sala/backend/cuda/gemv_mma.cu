@@ -107,6 +107,17 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if (i < nc && xcopy)
       detail::cp_async16(detail::smem_u32(sx + (i % kStages) * kStageX + xe), xsrc + 4 * (c0 + i), xvalid);
   };
+  const auto load = [&](int i) {  // both, as one commit group (an empty one past the range)
+    if (i < nc) {
+      const int st = i % kStages, c = c0 + i;
+#pragma unroll
+      for (int j = 0; j < kStageW / (kWarps * 32); ++j)
+        detail::cp_async16(detail::smem_u32(sw + size_t(st) * kStageW + threadIdx.x + j * kWarps * 32),
+                           wsrc[j] + 4 * c, true);
+      if (xcopy) detail::cp_async16(detail::smem_u32(sx + st * kStageX + xe), xsrc + 4 * c, xvalid);
+    }
+    detail::cp_async_commit();
+  };
   float acc[2][NT][4];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -125,7 +136,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   detail::cp_async_commit();
 #else
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) load_w(i), load_x(i), detail::cp_async_commit();
+  for (int i = 0; i < kStages - 1; ++i) load(i);
 #endif
   for (int i = 0; i < nc; ++i) {
     // chunk i has landed (this thread's copies): groups after its own may still be in flight, kStages - 2 of them
@@ -142,7 +153,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     detail::cp_async_wait<kStages - 2>();
 #endif
     __syncthreads();  // ... everyone's; and chunk i - 1's stage is free again
-    load_w(i + kStages - 1), load_x(i + kStages - 1), detail::cp_async_commit();
+    load(i + kStages - 1);
     const uint4* ws = sw + size_t(i % kStages) * kStageW;
     const uint4* xs = sx + (i % kStages) * kStageX;
     uint4 xv[NT];

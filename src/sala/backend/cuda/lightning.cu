@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "sala/backend/cuda/arg_check.h"
+#include "sala/backend/cuda/attn_common.cuh"
 #include "sala/backend/cuda/cuda_check.h"
 #include "sala/backend/cuda/kernels.h"
 #include "sala/backend/cuda/launch.cuh"
@@ -125,32 +126,22 @@ constexpr int kDP = 128;       // key / query dims, padded (D <= 128)
 constexpr int kQS = kDP + 8;   // smem row stride (elements) of Q and K tiles: rows 16 B apart mod 128, no conflicts
 constexpr int kChunkThreads = 128;
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+// attn_common.cuh's primitives with this file's operand forms (fragment arrays, bf16 pointers)
+using detail::smem_u32;
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
+  detail::ldsm_x4(smem_u32(p), r[0], r[1], r[2], r[3]);
 }
 __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
+  detail::ldsm_x4_t(smem_u32(p), r[0], r[1], r[2], r[3]);
 }
-// d += a b, m16n8k16, bf16 in, fp32 accumulate
 __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  detail::mma_bf16(d, a, b0, b1);  // d += a b, m16n8k16, bf16 in, fp32 accumulate
 }
 __device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0));
+  detail::cp_async16(smem_u32(dst), src, ok);
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+using detail::cp_async_commit;
+__device__ __forceinline__ void cp_async_wait_all() { detail::cp_async_wait<0>(); }
 
 __device__ __forceinline__ uint32_t as_u32(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t*>(&v); }
 // (a, b) -> hi = bf16x2(a, b), lo = bf16x2(a - hi.a, b - hi.b): hi + lo carries ~16 mantissa bits of each value.
