@@ -43,13 +43,14 @@ void attend_row(float* out, const float* qh, const float* k, const float* v, con
     for (int64_t j = lo; j < hi; ++j, ++c) axpy(out, v + j * kv_stride, scores[size_t(c)] * inv, D);
 }
 
-}  // namespace
-
-void attention_causal(float* o, const float* q, const float* k, const float* v, int64_t T, int64_t pos0, int64_t Hq,
-                      int64_t Hkv, int64_t D, float scale) {
+// Every (token, query head) row of a step, in parallel when the work is large, each against the key ranges that
+// ranges(t, g, p, rl) puts in rl (g: the row's kv head, p: its position); scratch is per thread.
+template <class Ranges>
+void attend_rows(float* o, const float* q, const float* k, const float* v, int64_t T, int64_t pos0, int64_t Hq,
+                 int64_t Hkv, int64_t D, float scale, int64_t work, const Ranges& ranges) {
   const int64_t group = Hq / Hkv;
   ParallelErrors errs;
-#pragma omp parallel if (T * Hq * (pos0 + T) * D > kParallelWork)
+#pragma omp parallel if (work > kParallelWork)
   {
     std::vector<float> scores;
     RangeList rl;
@@ -57,38 +58,36 @@ void attention_causal(float* o, const float* q, const float* k, const float* v, 
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < Hq; ++h)
         errs.run([&] {
-          rl.r.assign(1, {0, pos0 + t + 1});
           const int64_t g = h / group;
+          ranges(t, g, pos0 + t, rl);
           attend_row(o + (t * Hq + h) * D, q + (t * Hq + h) * D, k + g * D, v + g * D, rl, Hkv * D, D, scale, scores);
         });
   }
   errs.rethrow();
 }
 
+}  // namespace
+
+void attention_causal(float* o, const float* q, const float* k, const float* v, int64_t T, int64_t pos0, int64_t Hq,
+                      int64_t Hkv, int64_t D, float scale) {
+  attend_rows(o, q, k, v, T, pos0, Hq, Hkv, D, scale, T * Hq * (pos0 + T) * D,
+              [](int64_t, int64_t, int64_t p, RangeList& rl) {
+                rl.r.assign(1, {0, p + 1});
+              });
+}
+
 void attention_block_sparse(float* o, const float* q, const float* k, const float* v, const int32_t* idx, int64_t K,
                             int64_t block, int64_t T, int64_t pos0, int64_t Hq, int64_t Hkv, int64_t D, float scale) {
-  const int64_t group = Hq / Hkv;
-  ParallelErrors errs;
-#pragma omp parallel if (T * Hq * K * block * D > kParallelWork)
-  {
-    std::vector<float> scores;
-    RangeList rl;
-#pragma omp for schedule(dynamic, 1) collapse(2)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t h = 0; h < Hq; ++h)
-        errs.run([&] {
-          const int64_t g = h / group, p = pos0 + t;
-          rl.r.clear();
-          const int32_t* row = idx + (g * T + t) * K;
-          for (int64_t r = 0; r < K; ++r) {
-            if (row[r] < 0) continue;
-            int64_t lo = int64_t(row[r]) * block, hi = std::min(lo + block, p + 1);
-            if (lo < hi) rl.r.push_back({lo, hi});
-          }
-          attend_row(o + (t * Hq + h) * D, q + (t * Hq + h) * D, k + g * D, v + g * D, rl, Hkv * D, D, scale, scores);
-        });
-  }
-  errs.rethrow();
+  attend_rows(o, q, k, v, T, pos0, Hq, Hkv, D, scale, T * Hq * K * block * D,
+              [&](int64_t t, int64_t g, int64_t p, RangeList& rl) {
+                rl.r.clear();
+                const int32_t* row = idx + (g * T + t) * K;
+                for (int64_t r = 0; r < K; ++r) {
+                  if (row[r] < 0) continue;
+                  const int64_t lo = int64_t(row[r]) * block, hi = std::min(lo + block, p + 1);
+                  if (lo < hi) rl.r.push_back({lo, hi});
+                }
+              });
 }
 
 }  // namespace sala::cpu
