@@ -108,8 +108,9 @@ class CudaBackend final : public Backend {
   Mat add_matrix(std::span<const HostTensor> parts) override { return place_matrix(parts, false); }
   // SALA_CUDA_GU_PAIRS=1: the gate|up matrix stored row-interleaved (gate 0, up 0, gate 1, up 1, ...), so that the
   // decode product's warp reads a gate row and its up row side by side (gemv.cu, kSilu = 2) and the prefill SwiGLU
-  // reads pairs (silu_mul_pairs); only linear_silu_mul reads it. Off by default: not yet run on a GPU. Random weights
-  // made on the device are then drawn as one block from the gate's seed (other values than the stacked layout's).
+  // reads pairs (silu_mul_pairs); only linear_silu_mul reads it. Off by default: it passed the GPU tests on the H200
+  // but decoded no faster (bench/results/2026-12-01-issue8-pdl-default-h200.md). Random weights made on the device are
+  // then drawn as one block from the gate's seed (other values than the stacked layout's).
   Mat add_swiglu_matrix(const HostTensor& gate, const HostTensor& up) override {
     const HostTensor parts[2] = {gate, up};
     return place_matrix(parts, gu_pairs_);

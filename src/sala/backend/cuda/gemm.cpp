@@ -207,10 +207,12 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
     throw InternalError(fmt::format("Gemm: bad shape {}{}", shape_text(k), silu ? " (silu)" : ""));
   if (N == 0) return;
   std::lock_guard<std::mutex> lock(impl_->mu);
-  bool gemv_ok = false;  // some version of sala's gemv takes this shape
-  for (int v = 1; v <= kGemvVersions; ++v)
-    gemv_ok = gemv_ok || (version_in_race(v) && gemv_supported(x, ldx, w, N, in, v));
-  gemv_ok = gemv_ok && impl_->use_gemv && impl_->tune_small;
+  // the versions of sala's gemv that race cuBLASLt for this shape
+  const auto races = [&](int v) {
+    return impl_->use_gemv && impl_->tune_small && version_in_race(v) && gemv_supported(x, ldx, w, N, in, v);
+  };
+  bool gemv_ok = false;
+  for (int v = 1; v <= kGemvVersions; ++v) gemv_ok = gemv_ok || races(v);
   auto it = impl_->plans.find(k);
   if (it == impl_->plans.end()) {
     it = impl_->plans.emplace(k, make_plan(impl_->handle, impl_->workspace_bytes, k)).first;
@@ -276,8 +278,8 @@ void Gemm::run(void* y, bool f32, int ldy, const void* x, int ldx, const void* w
         if (best == 0 || t < best) best = t, best_i = i;
       }
       p.algo = p.candidates[best_i];
-      for (int v = 1; gemv_ok && v <= kGemvVersions; ++v) {
-        if (!version_in_race(v) || !gemv_supported(x, ldx, w, N, in, v)) continue;
+      for (int v = 1; v <= kGemvVersions; ++v) {
+        if (!races(v)) continue;
         run_gemv(v);
         const float t = time_it([&] { run_gemv(v); });
         if (best == 0 || t < best) best = t, p.gemv = v;

@@ -34,9 +34,10 @@ using detail::store_row;
 using detail::store_silu;
 // Where the programmatic-dependent-launch wait goes (launch.cuh). 0 (default): first, as in every other kernel; the
 // H200 decode tests passed that way with PDL on (SALA_CUDA_PDL=-1). 1: after the first weight loads (the weights are
-// constant), so those overlap the kernel before: 1-2% faster decode. With __ldg for x and the next kernel let launch
-// before the wait, that form raced (results differing run to run); so it now reads x by coherent loads (ld_act) and
-// lets the next kernel launch only after its wait. Not yet run on a GPU.
+// constant), so those overlap the kernel before. With __ldg for x and the next kernel let launch before the wait,
+// that form raced (results differing run to run); so it now reads x by coherent loads (ld_act) and lets the next
+// kernel launch only after its wait. That form passed the GPU suite on the H200 (45e82f7) but was only 0.2% faster
+// (bench/results/2026-12-01-issue8-pdl-default-h200.md), so the default stays 0.
 #ifndef SALA_GEMV_PREWAIT
 #define SALA_GEMV_PREWAIT 0
 #endif

@@ -108,14 +108,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       detail::cp_async16(detail::smem_u32(sx + (i % kStages) * kStageX + xe), xsrc + 4 * (c0 + i), xvalid);
   };
   const auto load = [&](int i) {  // both, as one commit group (an empty one past the range)
-    if (i < nc) {
-      const int st = i % kStages, c = c0 + i;
-#pragma unroll
-      for (int j = 0; j < kStageW / (kWarps * 32); ++j)
-        detail::cp_async16(detail::smem_u32(sw + size_t(st) * kStageW + threadIdx.x + j * kWarps * 32),
-                           wsrc[j] + 4 * c, true);
-      if (xcopy) detail::cp_async16(detail::smem_u32(sx + st * kStageX + xe), xsrc + 4 * c, xvalid);
-    }
+    load_w(i);
+    load_x(i);
     detail::cp_async_commit();
   };
   float acc[2][NT][4];

@@ -24,6 +24,7 @@
 #include "sala/backend/cuda/kernels.h"
 #include "sala/backend/cuda/launch.cuh"
 #include "sala/backend/cuda/lightning_paths.h"
+#include "sala/backend/cuda/util.h"
 
 namespace sala::cuda {
 
@@ -444,17 +445,11 @@ void lightning_path(LightningPath path, bf16* o, int ldo, const bf16* x, int ld,
   if (path == LightningPath::Auto) {
     // 32 value columns per CTA, or 16 when that leaves SMs idle (one long sequence: 2.44 vs 2.62 ms at 32K tokens on
     // an H200; with 8 sequences 32 columns win, 1.49 vs 2.42 ms).
-    static const int sms = [] {
-      int dev = 0, n = 0;
-      SALA_CUDA_CHECK(cudaGetDevice(&dev));
-      SALA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-      return n;
-    }();
     const int64_t ctas32 = int64_t(rows.S) * H * ((D + 31) / 32);
     if (rows.N == rows.S || !chunk_ok)
       path = LightningPath::Recurrent;
     else
-      path = ctas32 < sms ? LightningPath::Chunk16 : LightningPath::Chunk32;
+      path = ctas32 < sm_count() ? LightningPath::Chunk16 : LightningPath::Chunk32;
   }
   SALA_CUDA_REQUIRE(path == LightningPath::Recurrent || chunk_ok, "lightning");
   switch (path) {
