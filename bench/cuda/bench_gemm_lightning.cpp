@@ -143,7 +143,7 @@ void bench_gemm() {
                           {"gate|up 4096->32768", 4096, 2 * 16384, false},
                           {"down 16384->4096", 16384, 4096, false},
                           {"lm_head 4096->73448 f32", 4096, 73448, true}};
-  const int Ns[] = {1, 4, 8, 32, 2048, 16384};
+  const int Ns[] = {1, 4, 8, 16, 32, 2048, 16384};
   const size_t wmax = size_t(73448) * 4096, xmax = size_t(16384) * 16384, ymax = size_t(16384) * 73448 * 4;
   void* w = dmalloc(wmax * 2);
   void* x = dmalloc(xmax * 2);
@@ -177,7 +177,10 @@ void bench_gemm() {
         const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
         static const char* names[] = {"gemm (engine)",       "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
                                       "gemv v1 (sala)",      "gemv v2 (sala)",        "gemv v3 (sala)",
-                                      "gemv v4 (sala, mma)", "gemv v5 (sala, mma)"};
+                                      "gemv v4 (mma 256x32)", "gemv v5 (mma 256x32 half)",
+                                      "gemv v6 (mma 128x64)", "gemv v7 (mma 128x64 half)",
+                                      "gemv v8 (mma 64x128)", "gemv v9 (mma 64x128 half)",
+                                      "gemv v10 (mma 32x256)", "gemv v11 (mma 32x256 half)"};
         static_assert(sizeof names / sizeof names[0] == 3 + cuda::kGemvVersions);
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
       }

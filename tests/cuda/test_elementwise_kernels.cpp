@@ -716,10 +716,11 @@ TEST(CudaGemm, GemvMatchesCpu) {
   check_gemv(3, 16384, 13, 16384, 16, true);
 }
 
-// The tensor-core versions (4, 5) up to 32 rows: every n8 tile count and a partial tile (N 9, 17, 31), the K split
-// across a cluster (in 16384 and 4096 over a few row tiles: split 8, v5 4), a split of unequal ranges with the
-// unrolled loop and its tail (in 1056: 33 chunks of 32 over 4), no split (out 4096 at in 96: 16 row tiles of 3
-// chunks), rows past out (1000, 77, 300: partial row tiles), strided x, y a slice of wider rows, fp32 logits.
+// The tensor-core versions (4-11) up to 32 rows: every n8 tile count and a partial tile (N 9, 17, 31), the K split
+// across a cluster (in 16384 and 4096 over a few row tiles: split up to 8), a split of unequal ranges (in 1056: 33
+// pieces of 32 over 4) whose last stage is partly past `in` for the tiles of 64-256 k a stage (1056 = 16.5 x 64),
+// no split (out 4096 at in 96: one stage, mostly zeros, for the 128- and 256-k tiles), rows past out (1000, 77, 300:
+// partial row tiles), strided x, y a slice of wider rows, fp32 logits.
 TEST(CudaGemm, GemvTensorCoresMatchCpu) {
   for (int N : {1, 8, 9, 16, 17, 24, 31, 32}) {
     check_gemv(N, 4096, 1000, 4096, 1000, false);
@@ -797,7 +798,8 @@ TEST(CudaGemm, GemvRefusesWhatItCannotRead) {
   EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 32, 4096, 4));  // the tensor-core versions take up to 32 rows
   EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 33, 4096, 4));
   EXPECT_FALSE(cuda::gemv_supported(p, 1032, p, 1, 1032, 5));  // ... of a multiple of 32
-  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 1, 4096, 6));  // no such version
+  EXPECT_FALSE(cuda::gemv_supported(p, 4096, p, 1, 4096, cuda::kGemvVersions + 1));  // no such version
+  EXPECT_TRUE(cuda::gemv_supported(p, 4096, p, 32, 4096, cuda::kGemvVersions));
   EXPECT_THROW(cuda::gemv(p, false, 4, p, 1032, p, 2, 1032, 4, nullptr, 4), InternalError);
   EXPECT_THROW(cuda::gemv(p, false, 4, p, 300, p, 1, 300, 4, nullptr), InternalError);
 }

@@ -1,22 +1,24 @@
-// gemv versions 4 and 5 (gemm.h): the decode product y (N, out) = x (N, in) · w^T for 1 <= N <= kGemvMmaMaxRows on
+// gemv versions 4-11 (gemm.h): the decode product y (N, out) = x (N, in) · w^T for 1 <= N <= kGemvMmaMaxRows on
 // the tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate). At batch 32 the CUDA-core gemv does 32 FMAs per
 // weight element loaded and is compute-bound (~18 µs of FMAs for o_proj, whose 33.5 MB read at the copy rate is
 // 7.8 µs); cuBLASLt's kernels for M = 32 leave most SMs idle on the short products (o_proj 19 µs, H200 profile).
 // Here the weight is still one stream, read once, and the tensor cores do the arithmetic.
 //
-// Layout. A CTA's 256 weight rows (silu: 128 gate rows and their 128 up rows) and the x rows pass through a 5-deep
-// cp.async pipeline in shared memory, one chunk of 32 k a stage (16 KB of weights: 64 KB of the stream in flight per
-// CTA in steady state, two CTAs an SM). A warp owns two m16 tiles of those rows and the NT n8 tiles of x rows: lane (g = lane / 4,
-// t = lane % 4) reads 16 bytes of rows g and g + 8 at k = 8 t .. 8 t + 7 of the chunk, and 16 bytes of x row g of
-// each n tile at the same k (conflict-free: a quarter-warp reads 128 consecutive bytes). The mma's k order is a
-// permutation of the chunk's (elements 0-3 of each 16-byte piece feed the first k16 step, 4-7 the second); A and B
-// use the same one, so every product is summed once, without ldmatrix. A first form that loaded the weights straight
-// into registers (no shared memory) passed the tests but ran 1.5-3.5x slower than cuBLASLt at N = 32 (H200, 2026-12-01:
-// with one CTA an SM, nothing overlapped a warp's load latency with its math).
-// Split K. A CTA (8 warps, 256 rows) covers a K range; `split` CTAs of one cluster cover the row tile's whole K
+// Layout. A CTA's weight rows (silu: the gate rows of its pairs, then their up rows) and the x rows pass through a
+// cp.async pipeline in shared memory, 16 KB of weights a stage (Tile: the version picks the tile, 256 rows x 32 k
+// down to 32 rows x 256 k; a row's piece of a stage is 64 to 512 contiguous bytes). Lane (g = lane / 4, t = lane % 4)
+// reads 16 bytes of rows g and g + 8 of an m16 tile at k = 8 t .. 8 t + 7 of a 32-k piece, and 16 bytes of x row g of
+// each n8 tile at the same k. The mma's k order is a permutation of the piece's (elements 0-3 of each 16-byte read
+// feed the first k16 step, 4-7 the second); A and B use the same one, so every product is summed once, without
+// ldmatrix. A first form that loaded the weights straight into registers (no shared memory) passed the tests but ran
+// 1.5-3.5x slower than cuBLASLt at N = 32 (H200, 2026-12-01: with one CTA an SM, nothing overlapped a warp's load
+// latency with its math); the pipelined form with only the 256 x 32 tile (v4-5) ran at 1.7-2.5 TB/s, under the
+// CUDA-core gemv's 4 TB/s even at N = 1 (64-byte pieces of 256 rows at a time).
+// Split K. A CTA (8 warps) covers a K range; `split` CTAs of one cluster cover the row tile's whole K
 // range, and their fp32 sums meet in distributed shared memory, each CTA adding the split partials of its share of
-// the rows in cluster-rank order (deterministic, no atomics, no global workspace). v4 picks the smallest split that
-// fills every CTA slot (two an SM), v5 half of it (fewer, longer CTAs); Gemm's tuner times both against the rest.
+// the rows in cluster-rank order (deterministic, no atomics, no global workspace). The even versions pick the
+// smallest split that fills every CTA slot (two an SM), the odd ones half of it (fewer, longer CTAs); Gemm's tuner
+// times them against the rest.
 //
 // gemv_silu's epilogue (kSilu 1: gate rows p, up rows p + out / 2; 2: interleaved 2 p, 2 p + 1) rounds as the plain
 // product followed by silu_mul does; the split of a silu product equals the plain one's (same row tiles, same K), so
@@ -47,78 +49,105 @@ namespace {
 
 namespace cg = cooperative_groups;
 constexpr int kWarps = detail::kGemvWarps;
-constexpr int kRowsPerCta = kWarps * 32;  // weight rows of a CTA (silu: 128 gate|up pairs)
-constexpr int kMaxN = 32;                 // x rows a stage holds (kGemvMmaMaxRows)
-constexpr int kStages = 5;                // chunks of 32 k in flight per CTA: 5 x 16 KB of weights
-constexpr int kMaxSplit = 8;              // the portable cluster size
-// a stage: the CTA's 256 weight rows and the x rows over one chunk of 32 k, 64 bytes (four 16-byte pieces) a row
-constexpr int kStageW = kRowsPerCta * 4, kStageX = kMaxN * 4;  // in uint4
-constexpr size_t kSmemBytes = size_t(kStages) * (kStageW + kStageX) * 16;
-static_assert(kStageW % (kWarps * 32) == 0 && kStageX <= kWarps * 32, "a stage's copy: whole passes of the CTA");
+constexpr int kMaxN = 32;     // x rows a stage holds (kGemvMmaMaxRows)
+constexpr int kMaxSplit = 8;  // the portable cluster size
+
+// A CTA's tile: kRows weight rows (silu: kRows / 2 gate|up pairs) by kK k a stage, 16 KB of weights whatever the
+// shape (versions 4-5: 256 x 32, 6-7: 128 x 64, 8-9: 64 x 128, 10-11: 32 x 256). A stage holds kP 16-byte pieces of
+// each row. The 16 units of a stage (an m16 tile by a 32-k piece) go two to a warp: both of one m tile where a row
+// has two or more pieces (kGroups warps then share a tile, each over its own pieces, their sums added at the end),
+// else two m tiles of the one piece. Rows of 128 bytes or more are stored with the halves of odd rows swapped, so
+// the eight lanes of a quarter-warp (rows g, g + 1, pieces t) read distinct banks.
+template <int kRows>
+struct Tile {
+  static constexpr int kK = 8192 / kRows, kP = kK / 8, kMt = kRows / 16, kKq = kK / 32;
+  static constexpr bool kSameMt = kKq > 1;
+  static constexpr int kGroups = kSameMt ? kKq / 2 : 1;
+  // stages in flight: at most ~110 KB of shared memory, so that two CTAs fit an SM
+  static constexpr int kStages = kRows >= 128 ? 5 : kRows == 64 ? 4 : 3;
+  static constexpr int kStageW = kRows * kP, kStageX = kMaxN * kP;  // in uint4
+  static constexpr size_t kSmem = size_t(kStages) * (kStageW + kStageX) * 16;
+  static_assert(kMt * kKq == 2 * kWarps && kStageW == 4 * kWarps * 32, "16 units a stage, two a warp");
+  static_assert(kStages - 2 <= 3 && kSmem <= 110 * 1024, "the wait cases below; two CTAs an SM");
+  __device__ static int swz(int row, int piece) { return kP >= 8 ? piece ^ ((row & 1) << 2) : piece; }
+};
 
 // NT n8 tiles of x rows (N <= 8 NT). kSilu as in gemv.cu. Grid (split, row tiles), clusters of split along x.
-template <int NT, bool F32, int kSilu>
+template <int kRows, int NT, bool F32, int kSilu>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     gemv_mma_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
                     int N, int in, int out, int split) {
+  using T = Tile<kRows>;
+  constexpr int kP = T::kP, kK = T::kK, kStages = T::kStages;
   if (!SALA_GEMV_MMA_PREWAIT) detail::pdl_begin();  // launch.cuh: nothing is read before it
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
   constexpr int kCols = NT * 8 + 1;  // +1: the epilogue's reads of consecutive rows fall in distinct banks
   extern __shared__ uint4 smem[];
-  uint4* sw = smem;                                     // [kStages][kRowsPerCta][4]
-  uint4* sx = smem + size_t(kStages) * kStageW;         // [kStages][kMaxN][4]
-  auto part = reinterpret_cast<float(*)[kCols]>(smem);  // after the loop: the CTA's fp32 sums [kRowsPerCta][kCols]
-  static_assert(sizeof(float) * kRowsPerCta * kCols <= kSmemBytes, "the partial sums reuse the stages");
+  uint4* sw = smem;                                       // [kStages][kRows][kP]
+  uint4* sx = smem + size_t(kStages) * T::kStageW;        // [kStages][kMaxN][kP]
+  auto part = reinterpret_cast<float(*)[kRows][kCols]>(smem);  // after the loop: [kGroups][kRows][kCols] fp32 sums
+  static_assert(sizeof(float) * T::kGroups * kRows * kCols <= T::kSmem, "the partial sums reuse the stages");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int outs = kSilu ? out / 2 : out;
   const int q = blockIdx.x, tile = blockIdx.y;
-  // local row of (m tile, half h): plain: the warp's 32 rows in order; silu: gate pairs at 0..127, their ups at 128..
-  const auto local = [&](int mt, int h) {
-    return kSilu ? mt * (kRowsPerCta / 2) + warp * 16 + g + 8 * h : warp * 32 + mt * 16 + g + 8 * h;
-  };
-  // the copy of a stage: thread i moves 16-byte pieces i, i + 256, ... of the weight rows (4 a row), then of x
-  const uint4* wsrc[kStageW / (kWarps * 32)];
+  // the warp's units (m tile, 32-k piece of the stage) and its group among the warps of its m tile
+  const int mt0 = T::kSameMt ? warp % T::kMt : 2 * warp, mt1 = T::kSameMt ? mt0 : mt0 + 1;
+  const int kq0 = T::kSameMt ? 2 * (warp / T::kMt) : 0, kq1 = T::kSameMt ? kq0 + 1 : 0;
+  const int grp = T::kSameMt ? warp / T::kMt : 0;
+  // the copy of a stage: thread i moves pieces i, i + 256, ... of the weight rows (kP a row: always piece i % kP),
+  // then of the x rows; a local row is a weight row (plain: in order; silu: gate rows, then their up rows)
+  const int cp = threadIdx.x % kP;
+  const uint4* wsrc[T::kStageW / (kWarps * 32)];
+  int wdst[T::kStageW / (kWarps * 32)];
 #pragma unroll
-  for (int j = 0; j < kStageW / (kWarps * 32); ++j) {
-    const int e = threadIdx.x + j * kWarps * 32, lr = e / 4;
+  for (int j = 0; j < T::kStageW / (kWarps * 32); ++j) {
+    const int lr = (threadIdx.x + j * kWarps * 32) / kP;
     int r;
     if constexpr (kSilu) {
-      const int p = min(tile * (kRowsPerCta / 2) + lr % (kRowsPerCta / 2), outs - 1), half = lr / (kRowsPerCta / 2);
+      const int p = min(tile * (kRows / 2) + lr % (kRows / 2), outs - 1), half = lr / (kRows / 2);
       r = kSilu == 2 ? 2 * p + half : p + half * outs;
     } else {
-      r = min(tile * kRowsPerCta + lr, out - 1);
+      r = min(tile * kRows + lr, out - 1);
     }
-    wsrc[j] = reinterpret_cast<const uint4*>(w + size_t(r) * in) + e % 4;
+    wsrc[j] = reinterpret_cast<const uint4*>(w + size_t(r) * in) + cp;
+    wdst[j] = lr * kP + T::swz(lr, cp);
   }
-  const int xe = threadIdx.x;  // threads 0..127: x row xe / 4, piece xe % 4 (rows past N: zeros)
-  const bool xcopy = xe < kStageX, xvalid = xe / 4 < N;
-  const uint4* xsrc = reinterpret_cast<const uint4*>(x + size_t(min(xe / 4, N - 1)) * ldx) + xe % 4;
-  const int chunks = in / 32;
+  constexpr int kXPieces = NT * 8 * kP, kXPasses = (kXPieces + kWarps * 32 - 1) / (kWarps * 32);
+  const int chunks = (in + kK - 1) / kK;
   const int c0 = int((long long)chunks * q / split), c1 = int((long long)chunks * (q + 1) / split), nc = c1 - c0;
-  // chunk c0 + i into stage i % kStages: its weight pieces, its x pieces (nothing past the range)
+  // chunk c0 + i into stage i % kStages (nothing past the range; pieces past `in` and x rows past N: zeros)
   const auto load_w = [&](int i) {
     if (i >= nc) return;
+    const int k = (c0 + i) * kK + cp * 8;
 #pragma unroll
-    for (int j = 0; j < kStageW / (kWarps * 32); ++j)
-      detail::cp_async16(detail::smem_u32(sw + size_t(i % kStages) * kStageW + threadIdx.x + j * kWarps * 32),
-                         wsrc[j] + 4 * (c0 + i), true);
+    for (int j = 0; j < T::kStageW / (kWarps * 32); ++j)
+      detail::cp_async16(detail::smem_u32(sw + size_t(i % kStages) * T::kStageW + wdst[j]),
+                         wsrc[j] + (c0 + i) * kP, k < in);
   };
   const auto load_x = [&](int i) {
-    if (i < nc && xcopy)
-      detail::cp_async16(detail::smem_u32(sx + (i % kStages) * kStageX + xe), xsrc + 4 * (c0 + i), xvalid);
+    if (i >= nc) return;
+    const int k = (c0 + i) * kK + cp * 8;
+#pragma unroll
+    for (int j = 0; j < kXPasses; ++j) {
+      const int n = (threadIdx.x + j * kWarps * 32) / kP;
+      if (kXPieces % (kWarps * 32) == 0 || n < NT * 8)
+        detail::cp_async16(detail::smem_u32(sx + (i % kStages) * T::kStageX + n * kP + T::swz(n, cp)),
+                           x + size_t(min(n, N - 1)) * ldx + k, n < N && k < in);
+    }
   };
   const auto load = [&](int i) {  // both, as one commit group (an empty one past the range)
     load_w(i);
     load_x(i);
     detail::cp_async_commit();
   };
-  float acc[2][NT][4];
+  constexpr int kAcc = T::kSameMt ? 1 : 2;  // accumulator sets: one per m tile of the warp
+  float acc[kAcc][NT][4];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int a = 0; a < kAcc; ++a)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+      for (int i = 0; i < 4; ++i) acc[a][nt][i] = 0.f;
   // The prologue: kStages - 1 chunks, a commit group each. In the pre-wait form the weights' groups go first, before
   // the PDL wait (they are constant), and the x pieces of all of them follow as one group after it.
 #if SALA_GEMV_MMA_PREWAIT
@@ -140,27 +169,30 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       case 0: detail::cp_async_wait<0>(); break;
       case 1: detail::cp_async_wait<1>(); break;
       case 2: detail::cp_async_wait<2>(); break;
-      default: detail::cp_async_wait<kStages - 2>(); break;
+      default: detail::cp_async_wait<3>(); break;
     }
-    static_assert(kStages - 2 == 3, "the cases above");
 #else
     detail::cp_async_wait<kStages - 2>();
 #endif
     __syncthreads();  // ... everyone's; and chunk i - 1's stage is free again
     load(i + kStages - 1);
-    const uint4* ws = sw + size_t(i % kStages) * kStageW;
-    const uint4* xs = sx + (i % kStages) * kStageX;
+    const uint4* ws = sw + size_t(i % kStages) * T::kStageW;
+    const uint4* xs = sx + (i % kStages) * T::kStageX;
     uint4 xv[NT];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) xv[nt] = xs[(nt * 8 + g) * 4 + t];
+    for (int u = 0; u < 2; ++u) {
+      const int mt = u ? mt1 : mt0, pc = (u ? kq1 : kq0) * 4 + t;
+      if (u == 0 || T::kSameMt)  // one piece for both units where they share it
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-      const uint4 w0 = ws[local(mt, 0) * 4 + t], w1 = ws[local(mt, 1) * 4 + t];
+        for (int nt = 0; nt < NT; ++nt) xv[nt] = xs[(nt * 8 + g) * kP + T::swz(g, pc)];
+      const int l0 = mt * 16 + g, l1 = l0 + 8;
+      const uint4 w0 = ws[l0 * kP + T::swz(l0, pc)], w1 = ws[l1 * kP + T::swz(l1, pc)];
       const uint32_t a0[4] = {w0.x, w1.x, w0.y, w1.y}, a1[4] = {w0.z, w1.z, w0.w, w1.w};
+      auto& ac = acc[T::kSameMt ? 0 : u];
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        detail::mma_bf16(acc[mt][nt], a0, xv[nt].x, xv[nt].y);
-        detail::mma_bf16(acc[mt][nt], a1, xv[nt].z, xv[nt].w);
+        detail::mma_bf16(ac[nt], a0, xv[nt].x, xv[nt].y);
+        detail::mma_bf16(ac[nt], a1, xv[nt].z, xv[nt].w);
       }
     }
   }
@@ -169,22 +201,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 
   // the accumulators (c0, c1: row g, x rows 2 t, 2 t + 1; c2, c3: row g + 8) into this CTA's partial sums
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int a = 0; a < kAcc; ++a)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        part[local(mt, h)][nt * 8 + 2 * t] = acc[mt][nt][2 * h];
-        part[local(mt, h)][nt * 8 + 2 * t + 1] = acc[mt][nt][2 * h + 1];
+        const int l = (a ? mt1 : mt0) * 16 + g + 8 * h;
+        part[grp][l][nt * 8 + 2 * t] = acc[a][nt][2 * h];
+        part[grp][l][nt * 8 + 2 * t + 1] = acc[a][nt][2 * h + 1];
       }
   cg::cluster_group cluster = cg::this_cluster();
   if (split > 1)
     cluster.sync();  // every CTA's partials written (and visible across the cluster)
   else
     __syncthreads();
-  // this CTA's share of the output rows, each summed over the cluster's partials in rank order; rows fastest, so the
-  // stores of a warp fall on consecutive addresses of a y row
-  const int rows = kSilu ? kRowsPerCta / 2 : kRowsPerCta;
+  // this CTA's share of the output rows, each summed over the cluster's partials in rank order (and, within a rank,
+  // over its warp groups in order); rows fastest, so the stores of a warp fall on consecutive addresses of a y row
+  const int rows = kSilu ? kRows / 2 : kRows;
   const int r0 = rows * q / split, r1 = rows * (q + 1) / split, share = r1 - r0;
   for (int i = threadIdx.x; i < share * N; i += kWarps * 32) {
     const int r = r0 + i % share, n = i / share;
@@ -192,9 +225,12 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if (orow >= outs) continue;
     float v = 0.f, u = 0.f;
     for (int k = 0; k < split; ++k) {
-      const float(*pk)[kCols] = split > 1 ? cluster.map_shared_rank(part, k) : part;
-      v += pk[r][n];
-      if constexpr (kSilu) u += pk[r + kRowsPerCta / 2][n];
+      const float(*pk)[kRows][kCols] = split > 1 ? cluster.map_shared_rank(part, k) : part;
+#pragma unroll
+      for (int gi = 0; gi < T::kGroups; ++gi) {
+        v += pk[gi][r][n];
+        if constexpr (kSilu) u += pk[gi][r + kRows / 2][n];
+      }
     }
     if constexpr (kSilu)
       detail::store_silu(y, size_t(n) * ldy + orow, v, u);
@@ -205,54 +241,76 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 }
 
 // One instantiation's launch; its shared memory (over the default 48 KB) is allowed once per device.
-template <int NT, bool F32, int kSilu>
+template <int kRows, int NT, bool F32, int kSilu>
 void launch_kernel(dim3 grid, int split, cudaStream_t s, void* y, int ldy, const bf16* x, int ldx, const bf16* w, int N,
                    int in, int out) {
+  constexpr size_t smem = Tile<kRows>::kSmem;
+  const auto kernel = gemv_mma_kernel<kRows, NT, F32, kSilu>;
   static std::atomic<uint64_t> sized{0};  // a bit per device ordinal (the first 64)
   int dev = 0;
   SALA_CUDA_CHECK(cudaGetDevice(&dev));
   const uint64_t bit = uint64_t(1) << (dev & 63);
   if (!(sized.load() & bit)) {
-    SALA_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<NT, F32, kSilu>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(kSmemBytes)));
+    SALA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     sized.fetch_or(bit);
   }
-  detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), gemv_mma_kernel<NT, F32, kSilu>, grid, kWarps * 32,
-                             kSmemBytes, s, y, ldy, x, ldx, w, N, in, out, split);
+  detail::launch_pdl_cluster(detail::kPdlGemv, unsigned(split), kernel, grid, kWarps * 32, smem, s, y, ldy, x, ldx, w,
+                             N, in, out, split);
 }
 
-template <int NT, int kSilu>
-void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
+template <int kRows, int NT, int kSilu>
+void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, bool half,
             cudaStream_t s) {
-  const int outs = kSilu ? out / 2 : out, rows = kSilu ? kRowsPerCta / 2 : kRowsPerCta;
-  const int tiles = (outs + rows - 1) / rows, chunks = in / 32;
-  // v4: the smallest split (power of two, <= 8) that fills the CTA slots (two an SM), each CTA keeping >= 8 chunks
+  const int outs = kSilu ? out / 2 : out, rows = kSilu ? kRows / 2 : kRows;
+  const int tiles = (outs + rows - 1) / rows, chunks = (in + Tile<kRows>::kK - 1) / Tile<kRows>::kK;
+  // the even versions: the smallest split (power of two, <= 8) that fills the CTA slots (two an SM), each CTA keeping
+  // >= 8 chunks; the odd ones half of it
   int split = 1;
   while (split < kMaxSplit && tiles * split < 2 * sm_count() && chunks / (2 * split) >= 8) split *= 2;
-  if (version == 5) split = split > 1 ? split / 2 : 1;
+  if (half) split = split > 1 ? split / 2 : 1;
   const dim3 grid{unsigned(split), unsigned(tiles)};
   if (f32) {
-    if constexpr (!kSilu) launch_kernel<NT, true, 0>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
+    if constexpr (!kSilu) launch_kernel<kRows, NT, true, 0>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
   } else {
-    launch_kernel<NT, false, kSilu>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
+    launch_kernel<kRows, NT, false, kSilu>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
+  }
+}
+
+template <int kRows, int kSilu>
+void dispatch_nt(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, bool half,
+                 cudaStream_t s) {
+  switch ((N + 7) / 8) {
+    case 1:
+      launch<kRows, 1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      break;
+    case 2:
+      launch<kRows, 2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      break;
+    case 3:
+      launch<kRows, 3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      break;
+    default:
+      launch<kRows, 4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      break;
   }
 }
 
 template <int kSilu>
 void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
               cudaStream_t s) {
-  switch ((N + 7) / 8) {
+  const bool half = (version - 4) % 2 == 1;
+  switch ((version - 4) / 2) {
+    case 0:
+      dispatch_nt<256, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      break;
     case 1:
-      launch<1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      dispatch_nt<128, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
       break;
     case 2:
-      launch<2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
-      break;
-    case 3:
-      launch<3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      dispatch_nt<64, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
       break;
     default:
-      launch<4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, version, s);
+      dispatch_nt<32, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
       break;
   }
 }
