@@ -18,7 +18,8 @@
 #                                      the fused op pairs (SALA_CUDA_FUSE), and the 32K batch-1 decode profile;
 #                                      pdl: the GPU suite, repeats and memcheck with PDL on, then decode off/on;
 #                                      variants: the GPU suite and decode for each pack-variant build;
-#                                      mma: the tensor-core gemv in the GEMM race (SALA_GEMV_MMA=1) or not, tests + A/B;
+#                                      mma: the tensor-core gemv in the GEMM race (default) or not (SALA_GEMV_MMA=0):
+#                                      tests without it, decode A/B at batch 1, 4, 8, 16, 32;
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -108,7 +109,7 @@ if has sanitize; then
   # GPU draws), each under a deadline so a slow tool cannot eat the session
   declare -A filt=(
     [memcheck]='Every/BackendOps.*/cuda:CudaAttention.DenseSingleSequences:CudaModel.Draws*:CudaModel.Interleaved*:CudaModel.NonFinite*:CudaModel.DecodeGraphs*:CudaSample.RowsWithNan*:CudaAttention.SelectThenAttentionSmallConfig:CudaLightning.GqaAndSmall*:CudaElementwise.*:CudaGemm.Gemv*:CudaGemm.Silu*:CudaInfllmv2Select.Ties*'
-    [racecheck]='Every/BackendOps.*/cuda:CudaGemm.Gemv*:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
+    [racecheck]='Every/BackendOps.*/cuda:CudaGemm.GemvMatchesCpu:CudaGemm.GemvTensorCoresSmallShapes:CudaAttention.DenseSingleSequences:CudaAttention.SelectThenAttentionSmallConfig:CudaInfllmv2Select.Ties*:CudaLightning.GqaAndSmall*:CudaSample.RowsWithNan*')
   for tool in memcheck racecheck; do
     if timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 "$B/sala_cuda_tests" --gtest_filter="${filt[$tool]}" \
         > "$OUT/sanitizer_$tool.log" 2>&1; then
@@ -217,13 +218,18 @@ if has pdl; then
 fi
 
 if has mma; then
-  # the tensor-core gemv versions (gemv_mma.cu) in Gemm's race (SALA_GEMV_MMA=1) or not: the GPU tests that reach
-  # them through the model, then decode at batch 1 and 32, A/B in one run
-  SALA_GEMV_MMA=1 "$B/sala_cuda_tests" --gtest_filter='CudaGemm.*:CudaModel.*' > "$OUT/gpu_tests_mma.log" 2>&1 || status=1
-  summary+=("gpu tests, SALA_GEMV_MMA=1: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_mma.log" | tr '\n' ' ')")
+  # the tensor-core gemv versions (gemv_mma.cu) in Gemm's race (the default) or not (SALA_GEMV_MMA=0): the GPU tests
+  # that reach them through the model without them, then decode at 32K and batch 1 to 32, A/B in one run
+  SALA_GEMV_MMA=0 "$B/sala_cuda_tests" --gtest_filter='CudaGemm.*:CudaModel.*' > "$OUT/gpu_tests_mma.log" 2>&1 || status=1
+  summary+=("gpu tests, SALA_GEMV_MMA=0: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_mma.log" | tr '\n' ' ')")
   for m in 0 1; do
-    decode_32k SALA_GEMV_MMA=$m bench_mma_$m "$OUT/bench_mma.jsonl"
-    summary+=("SALA_GEMV_MMA=$m decode tok/s at 32K: b1 $(tok_s bench_mma_$m)b32 $(tok_s bench_mma_${m}_b32)")
+    line="SALA_GEMV_MMA=$m decode tok/s at 32K, batch 1 4 8 16 32:"
+    for b in 1 4 8 16 32; do
+      SALA_GEMV_MMA=$m "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode $((b == 1 ? 64 : 16)) --batch $b \
+        --out "$OUT/bench_mma.jsonl" > "$OUT/bench_mma_${m}_b$b.txt" 2>&1 || status=1
+      line+=" $(grep -E '^minicpm' "$OUT/bench_mma_${m}_b$b.txt" | awk '{printf "%s", $7}')"
+    done
+    summary+=("$line")
   done
 fi
 

@@ -177,10 +177,9 @@ void bench_gemm() {
         const double bytes = 2.0 * sh.in * double(sh.out) + 2.0 * N * sh.in + (sh.f32 ? 4.0 : 2.0) * N * sh.out;
         static const char* names[] = {"gemm (engine)",       "gemm (cuBLASLt tuned)", "gemm (heuristic #0)",
                                       "gemv v1 (sala)",      "gemv v2 (sala)",        "gemv v3 (sala)",
-                                      "gemv v4 (mma 256x32)", "gemv v5 (mma 256x32 half)",
-                                      "gemv v6 (mma 128x64)", "gemv v7 (mma 128x64 half)",
-                                      "gemv v8 (mma 64x128)", "gemv v9 (mma 64x128 half)",
-                                      "gemv v10 (mma 32x256)", "gemv v11 (mma 32x256 half)"};
+                                      "gemv v4 (mma 64x128)", "gemv v5 (mma 64x128 /2)",
+                                      "gemv v6 (mma 64x128 /4)", "gemv v7 (mma 32x256)",
+                                      "gemv v8 (mma 32x256 /2)", "gemv v9 (mma 32x256 /4)"};
         static_assert(sizeof names / sizeof names[0] == 3 + cuda::kGemvVersions);
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
       }

@@ -731,6 +731,15 @@ TEST(CudaGemm, GemvTensorCoresMatchCpu) {
   check_gemv(32, 96, 4096, 96, 4096, false);
 }
 
+// A few small shapes of the tensor-core versions, for compute-sanitizer (racecheck over the whole test above takes
+// minutes): a 4-way split of unequal ranges, the last stage partly past `in` (1056), partial n8 tiles and row tiles,
+// no split (in 96: one stage, mostly zeros).
+TEST(CudaGemm, GemvTensorCoresSmallShapes) {
+  check_gemv(9, 1056, 77, 1056 + 16, 77 + 3, true);
+  check_gemv(32, 1056, 40, 1056, 40, false);
+  check_gemv(3, 96, 130, 96, 130, false);
+}
+
 // The SwiGLU product (gemv_silu, Gemm::matmul_silu): m = silu(gate) * up over a fused gate|up matrix. Per gemv
 // version, bitwise the plain gemv of the same version followed by silu_mul (the fused epilogue must round as the
 // store between them does), and within bf16 rounding of the CPU; Gemm's tuned choice (gemv or cuBLASLt + silu_mul)

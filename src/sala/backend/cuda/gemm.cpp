@@ -42,12 +42,13 @@ struct Key {
 // the fastest: the first such call times the heuristic's candidates on its own operands and keeps the fastest.
 constexpr int kCandidates = 8, kTuneMaxRows = 64;
 
-// The tensor-core gemv versions (4, 5: gemv_mma.cu) join the race only with SALA_GEMV_MMA=1 for now: their pipelined
-// form has not yet run on a GPU (the tests exercise them directly either way).
+// The tensor-core gemv versions (4-9: gemv_mma.cu) race with the rest unless SALA_GEMV_MMA=0 (an A/B switch: they
+// win most decode products of 4-16 rows on the H200, where the CUDA-core gemv is compute-bound and cuBLASLt's M <= 16
+// kernels leave SMs idle).
 bool mma_in_race() {
   static const bool on = [] {
     const char* e = std::getenv("SALA_GEMV_MMA");
-    return e && std::atoi(e) != 0;
+    return !e || std::atoi(e) != 0;
   }();
   return on;
 }

@@ -1,30 +1,33 @@
-// gemv versions 4-11 (gemm.h): the decode product y (N, out) = x (N, in) · w^T for 1 <= N <= kGemvMmaMaxRows on
+// gemv versions 4-9 (gemm.h): the decode product y (N, out) = x (N, in) · w^T for 1 <= N <= kGemvMmaMaxRows on
 // the tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate). At batch 32 the CUDA-core gemv does 32 FMAs per
 // weight element loaded and is compute-bound (~18 µs of FMAs for o_proj, whose 33.5 MB read at the copy rate is
 // 7.8 µs); cuBLASLt's kernels for M = 32 leave most SMs idle on the short products (o_proj 19 µs, H200 profile).
 // Here the weight is still one stream, read once, and the tensor cores do the arithmetic.
 //
 // Layout. A CTA's weight rows (silu: the gate rows of its pairs, then their up rows) and the x rows pass through a
-// cp.async pipeline in shared memory, 16 KB of weights a stage (Tile: the version picks the tile, 256 rows x 32 k
-// down to 32 rows x 256 k; a row's piece of a stage is 64 to 512 contiguous bytes). Lane (g = lane / 4, t = lane % 4)
+// cp.async pipeline in shared memory, 16 KB of weights a stage (Tile: 64 rows x 128 k for versions 4-6, 32 x 256 for
+// 7-9; a row's piece of a stage is 256 or 512 contiguous bytes). Lane (g = lane / 4, t = lane % 4)
 // reads 16 bytes of rows g and g + 8 of an m16 tile at k = 8 t .. 8 t + 7 of a 32-k piece, and 16 bytes of x row g of
 // each n8 tile at the same k. The mma's k order is a permutation of the piece's (elements 0-3 of each 16-byte read
 // feed the first k16 step, 4-7 the second); A and B use the same one, so every product is summed once, without
 // ldmatrix. A first form that loaded the weights straight into registers (no shared memory) passed the tests but ran
 // 1.5-3.5x slower than cuBLASLt at N = 32 (H200, 2026-12-01: with one CTA an SM, nothing overlapped a warp's load
-// latency with its math); the pipelined form with only the 256 x 32 tile (v4-5) ran at 1.7-2.5 TB/s, under the
-// CUDA-core gemv's 4 TB/s even at N = 1 (64-byte pieces of 256 rows at a time).
+// latency with its math). The pipelined form over 256 x 32 tiles then ran at 1.7-2.5 TB/s, under the CUDA-core gemv's
+// 4 TB/s even at N = 1: 64-byte pieces of 256 rows at a time. Over 128 x 64, 64 x 128 and 32 x 256 tiles (kernel lab,
+// bench/results/2026-12-01-issue8-gemv-mma-tiles-h200.txt) the longer pieces stream at 3.5-4 TB/s; 128 x 64 never
+// won a shape and is gone with 256 x 32.
 // Split K. A CTA (8 warps) covers a K range; `split` CTAs of one cluster cover the row tile's whole K
 // range, and their fp32 sums meet in distributed shared memory, each CTA adding the split partials of its share of
-// the rows in cluster-rank order (deterministic, no atomics, no global workspace). The even versions pick the
-// smallest split that fills every CTA slot (two an SM), the odd ones half of it (fewer, longer CTAs); Gemm's tuner
-// times them against the rest.
+// the rows in cluster-rank order (deterministic, no atomics, no global workspace). Versions 4 and 7 pick the
+// smallest split that fills every CTA slot (two an SM), 5 and 8 half of it, 6 and 9 a quarter (fewer, longer CTAs:
+// the halves won most shapes in the lab); Gemm's tuner times them against the rest.
 //
 // gemv_silu's epilogue (kSilu 1: gate rows p, up rows p + out / 2; 2: interleaved 2 p, 2 p + 1) rounds as the plain
 // product followed by silu_mul does; the split of a silu product equals the plain one's (same row tiles, same K), so
 // the two agree bitwise.
 #include <cooperative_groups.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -53,7 +56,7 @@ constexpr int kMaxN = 32;     // x rows a stage holds (kGemvMmaMaxRows)
 constexpr int kMaxSplit = 8;  // the portable cluster size
 
 // A CTA's tile: kRows weight rows (silu: kRows / 2 gate|up pairs) by kK k a stage, 16 KB of weights whatever the
-// shape (versions 4-5: 256 x 32, 6-7: 128 x 64, 8-9: 64 x 128, 10-11: 32 x 256). A stage holds kP 16-byte pieces of
+// shape (versions 4-6: 64 x 128, 7-9: 32 x 256; 256 x 32 and 128 x 64 lost in the lab). A stage holds kP 16-byte pieces of
 // each row. The 16 units of a stage (an m16 tile by a 32-k piece) go two to a warp: both of one m tile where a row
 // has two or more pieces (kGroups warps then share a tile, each over its own pieces, their sums added at the end),
 // else two m tiles of the one piece. Rows of 128 bytes or more are stored with the halves of odd rows swapped, so
@@ -259,15 +262,15 @@ void launch_kernel(dim3 grid, int split, cudaStream_t s, void* y, int ldy, const
 }
 
 template <int kRows, int NT, int kSilu>
-void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, bool half,
+void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int shift,
             cudaStream_t s) {
   const int outs = kSilu ? out / 2 : out, rows = kSilu ? kRows / 2 : kRows;
   const int tiles = (outs + rows - 1) / rows, chunks = (in + Tile<kRows>::kK - 1) / Tile<kRows>::kK;
-  // the even versions: the smallest split (power of two, <= 8) that fills the CTA slots (two an SM), each CTA keeping
-  // >= 8 chunks; the odd ones half of it
+  // the smallest split (power of two, <= 8) that fills the CTA slots (two an SM), each CTA keeping >= 8 chunks; then
+  // that over 2^shift (fewer, longer CTAs)
   int split = 1;
   while (split < kMaxSplit && tiles * split < 2 * sm_count() && chunks / (2 * split) >= 8) split *= 2;
-  if (half) split = split > 1 ? split / 2 : 1;
+  split = std::max(1, split >> shift);
   const dim3 grid{unsigned(split), unsigned(tiles)};
   if (f32) {
     if constexpr (!kSilu) launch_kernel<kRows, NT, true, 0>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
@@ -277,20 +280,20 @@ void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, i
 }
 
 template <int kRows, int kSilu>
-void dispatch_nt(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, bool half,
+void dispatch_nt(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int shift,
                  cudaStream_t s) {
   switch ((N + 7) / 8) {
     case 1:
-      launch<kRows, 1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      launch<kRows, 1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
     case 2:
-      launch<kRows, 2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      launch<kRows, 2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
     case 3:
-      launch<kRows, 3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      launch<kRows, 3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
     default:
-      launch<kRows, 4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
+      launch<kRows, 4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
   }
 }
@@ -298,21 +301,11 @@ void dispatch_nt(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16*
 template <int kSilu>
 void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
               cudaStream_t s) {
-  const bool half = (version - 4) % 2 == 1;
-  switch ((version - 4) / 2) {
-    case 0:
-      dispatch_nt<256, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
-      break;
-    case 1:
-      dispatch_nt<128, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
-      break;
-    case 2:
-      dispatch_nt<64, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
-      break;
-    default:
-      dispatch_nt<32, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, half, s);
-      break;
-  }
+  const int shift = (version - 4) % 3;  // the split: full, half, a quarter
+  if ((version - 4) / 3 == 0)
+    dispatch_nt<64, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+  else
+    dispatch_nt<32, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
 }
 
 }  // namespace
