@@ -179,7 +179,9 @@ void bench_gemm() {
                                       "gemv v1 (sala)",      "gemv v2 (sala)",        "gemv v3 (sala)",
                                       "gemv v4 (mma 64x128)", "gemv v5 (mma 64x128 /2)",
                                       "gemv v6 (mma 64x128 /4)", "gemv v7 (mma 32x256)",
-                                      "gemv v8 (mma 32x256 /2)", "gemv v9 (mma 32x256 /4)"};
+                                      "gemv v8 (mma 32x256 /2)", "gemv v9 (mma 32x256 /4)",
+                                      "gemv v10 (mma 128x128)",  "gemv v11 (mma 128x128 /2)",
+                                      "gemv v12 (mma 128x128 /4)"};
         static_assert(sizeof names / sizeof names[0] == 3 + cuda::kGemvVersions);
         report(names[variant], std::string(sh.name) + " N=" + std::to_string(N), ms, flops, bytes);
       }

@@ -716,9 +716,9 @@ TEST(CudaGemm, GemvMatchesCpu) {
   check_gemv(3, 16384, 13, 16384, 16, true);
 }
 
-// The tensor-core versions (4-11) up to 32 rows: every n8 tile count and a partial tile (N 9, 17, 31), the K split
+// The tensor-core versions (4-12) up to 32 rows: every n8 tile count and a partial tile (N 9, 17, 31), the K split
 // across a cluster (in 16384 and 4096 over a few row tiles: split up to 8), a split of unequal ranges (in 1056: 33
-// pieces of 32 over 4) whose last stage is partly past `in` for the tiles of 64-256 k a stage (1056 = 16.5 x 64),
+// pieces of 32 over 4) whose last stage is partly past `in` for the tiles of 128 and 256 k a stage,
 // no split (out 4096 at in 96: one stage, mostly zeros, for the 128- and 256-k tiles), rows past out (1000, 77, 300:
 // partial row tiles), strided x, y a slice of wider rows, fp32 logits.
 TEST(CudaGemm, GemvTensorCoresMatchCpu) {

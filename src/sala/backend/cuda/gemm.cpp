@@ -42,17 +42,19 @@ struct Key {
 // the fastest: the first such call times the heuristic's candidates on its own operands and keeps the fastest.
 constexpr int kCandidates = 8, kTuneMaxRows = 64;
 
-// The tensor-core gemv versions (4-9: gemv_mma.cu) race with the rest unless SALA_GEMV_MMA=0 (an A/B switch: they
+// The tensor-core gemv versions (4-12: gemv_mma.cu) race with the rest unless SALA_GEMV_MMA=0 (an A/B switch: they
 // win most decode products of 4-16 rows on the H200, where the CUDA-core gemv is compute-bound and cuBLASLt's M <= 16
-// kernels leave SMs idle).
-bool mma_in_race() {
-  static const bool on = [] {
+// kernels leave SMs idle). Versions past kGemvMmaRun (the 128 x 128 tile) have not yet run on a GPU: they join only
+// with SALA_GEMV_MMA=2 (the tests call every version directly either way).
+constexpr int kGemvMmaRun = 9;
+int mma_level() {
+  static const int level = [] {
     const char* e = std::getenv("SALA_GEMV_MMA");
-    return !e || std::atoi(e) != 0;
+    return e ? std::atoi(e) : 1;
   }();
-  return on;
+  return level;
 }
-bool version_in_race(int v) { return v < 4 || mma_in_race(); }
+bool version_in_race(int v) { return v < 4 || mma_level() >= (v <= kGemvMmaRun ? 1 : 2); }
 
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;

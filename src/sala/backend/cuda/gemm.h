@@ -21,14 +21,16 @@
 namespace sala::cuda {
 
 inline constexpr int kGemvMaxRows = 8;      // versions 1-3 (CUDA cores)
-inline constexpr int kGemvMmaMaxRows = 32;  // versions 4-9 (tensor cores)
+inline constexpr int kGemvMmaMaxRows = 32;  // versions 4-12 (tensor cores)
 
 // gemv.cu, gemv_mma.cu: y (N, out) = x (N, in) · w^T streaming w once (the decode product). y is bf16, or fp32 when
 // f32. Requires gemv_supported for the version (else throws).
 // version (kernel lab): 1 a row per warp, 2 two rows per warp (loads interleaved), 3 four warps per row (N <= 8, in a
-// multiple of 8); 4-9 tensor cores over CTA tiles of 64 x 128 (4-6) or 32 x 256 (7-9) rows x k a stage, split K
-// across a cluster to fill the SMs (4, 7), half that split (5, 8) or a quarter (6, 9) (N <= 32, in a multiple of 32).
-inline constexpr int kGemvVersions = 9;
+// multiple of 8); 4-12 tensor cores over CTA tiles of 64 x 128 (4-6), 32 x 256 (7-9) or 128 x 128 (10-12) rows x k a
+// stage, split K across a cluster to fill the SMs (4, 7, 10), half that split (5, 8, 11) or a quarter (6, 9, 12)
+// (N <= 32, in a multiple of 32). Versions 10-12 join Gemm's race only with SALA_GEMV_MMA=2 until they have run on
+// a GPU (gemm.cpp).
+inline constexpr int kGemvVersions = 12;
 bool gemv_supported(const void* x, int ldx, const void* w, int N, int in, int version = 1);
 void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
           int out, cudaStream_t s, int version = 1);
@@ -38,7 +40,7 @@ void gemv(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __n
 void gemv_silu(__nv_bfloat16* m, int ldm, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
                int out, cudaStream_t s, int version = 1, bool pairs = false);
 namespace detail {
-// versions 4-9 (gemv_mma.cu); silu: 0 plain, 1 gemv_silu, 2 gemv_silu over interleaved rows
+// versions 4-12 (gemv_mma.cu); silu: 0 plain, 1 gemv_silu, 2 gemv_silu over interleaved rows
 void gemv_mma(void* y, bool f32, int ldy, const __nv_bfloat16* x, int ldx, const __nv_bfloat16* w, int N, int in,
               int out, int silu, int version, cudaStream_t s);
 }  // namespace detail

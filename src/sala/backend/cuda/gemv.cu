@@ -1,5 +1,5 @@
 // gemv (gemm.h) versions 1-3: y (N, out) = x (N, in) · w^T for decode-sized N (<= kGemvMaxRows) on the CUDA cores
-// (versions 4-9, the tensor-core form for up to 32 rows: gemv_mma.cu).
+// (versions 4-12, the tensor-core form for up to 32 rows: gemv_mma.cu).
 //
 // At one to a few rows the product is a stream over the weight (2 in out bytes) with almost no arithmetic, and the
 // fastest cuBLASLt kernels for it reach 72-88% of the copy bandwidth at SALA's shapes (bench_gemm_lightning). Here each

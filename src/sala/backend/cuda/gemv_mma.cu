@@ -1,12 +1,12 @@
-// gemv versions 4-9 (gemm.h): the decode product y (N, out) = x (N, in) · w^T for 1 <= N <= kGemvMmaMaxRows on
+// gemv versions 4-12 (gemm.h): the decode product y (N, out) = x (N, in) · w^T for 1 <= N <= kGemvMmaMaxRows on
 // the tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate). At batch 32 the CUDA-core gemv does 32 FMAs per
 // weight element loaded and is compute-bound (~18 µs of FMAs for o_proj, whose 33.5 MB read at the copy rate is
 // 7.8 µs); cuBLASLt's kernels for M = 32 leave most SMs idle on the short products (o_proj 19 µs, H200 profile).
 // Here the weight is still one stream, read once, and the tensor cores do the arithmetic.
 //
 // Layout. A CTA's weight rows (silu: the gate rows of its pairs, then their up rows) and the x rows pass through a
-// cp.async pipeline in shared memory, 16 KB of weights a stage (Tile: 64 rows x 128 k for versions 4-6, 32 x 256 for
-// 7-9; a row's piece of a stage is 256 or 512 contiguous bytes). Lane (g = lane / 4, t = lane % 4)
+// cp.async pipeline in shared memory (Tile: 64 rows x 128 k for versions 4-6, 32 x 256 for 7-9, 128 x 128 for 10-12;
+// a row's piece of a stage is 256 or 512 contiguous bytes). Lane (g = lane / 4, t = lane % 4)
 // reads 16 bytes of rows g and g + 8 of an m16 tile at k = 8 t .. 8 t + 7 of a 32-k piece, and 16 bytes of x row g of
 // each n8 tile at the same k. The mma's k order is a permutation of the piece's (elements 0-3 of each 16-byte read
 // feed the first k16 step, 4-7 the second); A and B use the same one, so every product is summed once, without
@@ -18,9 +18,9 @@
 // won a shape and is gone with 256 x 32.
 // Split K. A CTA (8 warps) covers a K range; `split` CTAs of one cluster cover the row tile's whole K
 // range, and their fp32 sums meet in distributed shared memory, each CTA adding the split partials of its share of
-// the rows in cluster-rank order (deterministic, no atomics, no global workspace). Versions 4 and 7 pick the
-// smallest split that fills every CTA slot (two an SM), 5 and 8 half of it, 6 and 9 a quarter (fewer, longer CTAs:
-// the halves won most shapes in the lab); Gemm's tuner times them against the rest.
+// the rows in cluster-rank order (deterministic, no atomics, no global workspace). Versions 4, 7 and 10 pick the
+// smallest split that fills every CTA slot (two an SM; one for 128 x 128), 5, 8 and 11 half of it, 6, 9 and 12 a
+// quarter (fewer, longer CTAs: the halves won most shapes in the lab); Gemm's tuner times them against the rest.
 //
 // gemv_silu's epilogue (kSilu 1: gate rows p, up rows p + out / 2; 2: interleaved 2 p, 2 p + 1) rounds as the plain
 // product followed by silu_mul does; the split of a silu product equals the plain one's (same row tiles, same K), so
@@ -55,33 +55,40 @@ constexpr int kWarps = detail::kGemvWarps;
 constexpr int kMaxN = 32;     // x rows a stage holds (kGemvMmaMaxRows)
 constexpr int kMaxSplit = 8;  // the portable cluster size
 
-// A CTA's tile: kRows weight rows (silu: kRows / 2 gate|up pairs) by kK k a stage, 16 KB of weights whatever the
-// shape (versions 4-6: 64 x 128, 7-9: 32 x 256; 256 x 32 and 128 x 64 lost in the lab). A stage holds kP 16-byte pieces of
-// each row. The 16 units of a stage (an m16 tile by a 32-k piece) go two to a warp: both of one m tile where a row
-// has two or more pieces (kGroups warps then share a tile, each over its own pieces, their sums added at the end),
-// else two m tiles of the one piece. Rows of 128 bytes or more are stored with the halves of odd rows swapped, so
-// the eight lanes of a quarter-warp (rows g, g + 1, pieces t) read distinct banks.
-template <int kRows>
+// A CTA's tile: kRows weight rows (silu: kRows / 2 gate|up pairs) by kK k a stage (versions 4-6: 64 x 128, 7-9:
+// 32 x 256, 16 KB of weights a stage; 10-12: 128 x 128, 32 KB, which reads x once per 128 weight rows instead of 64;
+// 256 x 32 and 128 x 64 lost in the lab). A stage holds kP 16-byte pieces of each row. Its units (an m16 tile by a
+// 32-k piece) go kU to a warp: all of one m tile where a row has kU or more pieces (kGroups warps then share a tile,
+// each over its own pieces, their sums added at the end), else kU m tiles of the one piece. Rows of 128 bytes or
+// more are stored with the halves of odd rows swapped, so the eight lanes of a quarter-warp (rows g, g + 1, pieces t)
+// read distinct banks.
+template <int kRows, int kK>
 struct Tile {
-  static constexpr int kK = 8192 / kRows, kP = kK / 8, kMt = kRows / 16, kKq = kK / 32;
+  static constexpr int kP = kK / 8, kMt = kRows / 16, kKq = kK / 32, kU = kMt * kKq / kWarps;
   static constexpr bool kSameMt = kKq > 1;
-  static constexpr int kGroups = kSameMt ? kKq / 2 : 1;
-  // stages in flight: at most ~110 KB of shared memory, so that two CTAs fit an SM
-  static constexpr int kStages = kRows >= 128 ? 5 : kRows == 64 ? 4 : 3;
+  static constexpr int kGroups = kSameMt ? kKq / kU : 1;
   static constexpr int kStageW = kRows * kP, kStageX = kMaxN * kP;  // in uint4
-  static constexpr size_t kSmem = size_t(kStages) * (kStageW + kStageX) * 16;
-  static_assert(kMt * kKq == 2 * kWarps && kStageW == 4 * kWarps * 32, "16 units a stage, two a warp");
-  static_assert(kStages - 2 <= 3 && kSmem <= 110 * 1024, "the wait cases below; two CTAs an SM");
+  static constexpr size_t kStageBytes = size_t(kStageW + kStageX) * 16;
+  // stages in flight: up to 5 within ~110 KB of shared memory, so that two CTAs fit an SM; a stage too large for
+  // three of them that way gets up to 5 in ~220 KB, one CTA an SM
+  static constexpr int kTwo = int(110 * 1024 / kStageBytes), kOne = int(220 * 1024 / kStageBytes);
+  static constexpr int kCtasPerSm = kTwo >= 3 ? 2 : 1;
+  static constexpr int kStages = kTwo >= 3 ? (kTwo < 5 ? kTwo : 5) : (kOne < 5 ? kOne : 5);
+  static constexpr size_t kSmem = size_t(kStages) * kStageBytes;
+  static_assert(kMt * kKq % kWarps == 0 && kU >= 2 && (kSameMt ? kKq % kU == 0 : kMt == kU * kWarps),
+                "whole units a warp: one m tile's pieces, or kU m tiles of one piece");
+  static_assert(kStageW % (kWarps * 32) == 0, "a stage's weight copy: whole passes of the CTA");
+  static_assert(kStages >= 3 && kStages - 2 <= 3 && kSmem * kCtasPerSm <= 220 * 1024, "the wait cases below");
   __device__ static int swz(int row, int piece) { return kP >= 8 ? piece ^ ((row & 1) << 2) : piece; }
 };
 
 // NT n8 tiles of x rows (N <= 8 NT). kSilu as in gemv.cu. Grid (split, row tiles), clusters of split along x.
-template <int kRows, int NT, bool F32, int kSilu>
-__global__ void __launch_bounds__(kWarps * 32, 2)
+template <int kRows, int kK, int NT, bool F32, int kSilu>
+__global__ void __launch_bounds__(kWarps * 32, (Tile<kRows, kK>::kCtasPerSm))
     gemv_mma_kernel(void* __restrict__ y, int ldy, const bf16* __restrict__ x, int ldx, const bf16* __restrict__ w,
                     int N, int in, int out, int split) {
-  using T = Tile<kRows>;
-  constexpr int kP = T::kP, kK = T::kK, kStages = T::kStages;
+  using T = Tile<kRows, kK>;
+  constexpr int kP = T::kP, kStages = T::kStages, kU = T::kU;
   if (!SALA_GEMV_MMA_PREWAIT) detail::pdl_begin();  // launch.cuh: nothing is read before it
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
   constexpr int kCols = NT * 8 + 1;  // +1: the epilogue's reads of consecutive rows fall in distinct banks
@@ -93,9 +100,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int outs = kSilu ? out / 2 : out;
   const int q = blockIdx.x, tile = blockIdx.y;
-  // the warp's units (m tile, 32-k piece of the stage) and its group among the warps of its m tile
-  const int mt0 = T::kSameMt ? warp % T::kMt : 2 * warp, mt1 = T::kSameMt ? mt0 : mt0 + 1;
-  const int kq0 = T::kSameMt ? 2 * (warp / T::kMt) : 0, kq1 = T::kSameMt ? kq0 + 1 : 0;
+  // the warp's units u (m tile mt0 + u or mt0, 32-k piece kq0 or kq0 + u of the stage) and its group among the warps
+  // of its m tile
+  const int mt0 = T::kSameMt ? warp % T::kMt : kU * warp;
+  const int kq0 = T::kSameMt ? kU * (warp / T::kMt) : 0;
   const int grp = T::kSameMt ? warp / T::kMt : 0;
   // the copy of a stage: thread i moves pieces i, i + 256, ... of the weight rows (kP a row: always piece i % kP),
   // then of the x rows; a local row is a weight row (plain: in order; silu: gate rows, then their up rows)
@@ -143,7 +151,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     load_x(i);
     detail::cp_async_commit();
   };
-  constexpr int kAcc = T::kSameMt ? 1 : 2;  // accumulator sets: one per m tile of the warp
+  constexpr int kAcc = T::kSameMt ? 1 : kU;  // accumulator sets: one per m tile of the warp
   float acc[kAcc][NT][4];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a)
@@ -183,8 +191,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     const uint4* xs = sx + (i % kStages) * T::kStageX;
     uint4 xv[NT];
 #pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int mt = u ? mt1 : mt0, pc = (u ? kq1 : kq0) * 4 + t;
+    for (int u = 0; u < kU; ++u) {
+      const int mt = T::kSameMt ? mt0 : mt0 + u, pc = (T::kSameMt ? kq0 + u : kq0) * 4 + t;
       if (u == 0 || T::kSameMt)  // one piece for both units where they share it
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) xv[nt] = xs[(nt * 8 + g) * kP + T::swz(g, pc)];
@@ -209,7 +217,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int l = (a ? mt1 : mt0) * 16 + g + 8 * h;
+        const int l = (mt0 + a) * 16 + g + 8 * h;
         part[grp][l][nt * 8 + 2 * t] = acc[a][nt][2 * h];
         part[grp][l][nt * 8 + 2 * t + 1] = acc[a][nt][2 * h + 1];
       }
@@ -244,11 +252,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 }
 
 // One instantiation's launch; its shared memory (over the default 48 KB) is allowed once per device.
-template <int kRows, int NT, bool F32, int kSilu>
+template <int kRows, int kK, int NT, bool F32, int kSilu>
 void launch_kernel(dim3 grid, int split, cudaStream_t s, void* y, int ldy, const bf16* x, int ldx, const bf16* w, int N,
                    int in, int out) {
-  constexpr size_t smem = Tile<kRows>::kSmem;
-  const auto kernel = gemv_mma_kernel<kRows, NT, F32, kSilu>;
+  constexpr size_t smem = Tile<kRows, kK>::kSmem;
+  const auto kernel = gemv_mma_kernel<kRows, kK, NT, F32, kSilu>;
   static std::atomic<uint64_t> sized{0};  // a bit per device ordinal (the first 64)
   int dev = 0;
   SALA_CUDA_CHECK(cudaGetDevice(&dev));
@@ -261,39 +269,40 @@ void launch_kernel(dim3 grid, int split, cudaStream_t s, void* y, int ldy, const
                              N, in, out, split);
 }
 
-template <int kRows, int NT, int kSilu>
+template <int kRows, int kK, int NT, int kSilu>
 void launch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int shift,
             cudaStream_t s) {
   const int outs = kSilu ? out / 2 : out, rows = kSilu ? kRows / 2 : kRows;
-  const int tiles = (outs + rows - 1) / rows, chunks = (in + Tile<kRows>::kK - 1) / Tile<kRows>::kK;
-  // the smallest split (power of two, <= 8) that fills the CTA slots (two an SM), each CTA keeping >= 8 chunks; then
-  // that over 2^shift (fewer, longer CTAs)
+  const int tiles = (outs + rows - 1) / rows, chunks = (in + kK - 1) / kK;
+  // the smallest split (power of two, <= 8) that fills the CTA slots (kCtasPerSm an SM), each CTA keeping >= 8
+  // chunks; then that over 2^shift (fewer, longer CTAs)
+  const int slots = Tile<kRows, kK>::kCtasPerSm * sm_count();
   int split = 1;
-  while (split < kMaxSplit && tiles * split < 2 * sm_count() && chunks / (2 * split) >= 8) split *= 2;
+  while (split < kMaxSplit && tiles * split < slots && chunks / (2 * split) >= 8) split *= 2;
   split = std::max(1, split >> shift);
   const dim3 grid{unsigned(split), unsigned(tiles)};
   if (f32) {
-    if constexpr (!kSilu) launch_kernel<kRows, NT, true, 0>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
+    if constexpr (!kSilu) launch_kernel<kRows, kK, NT, true, 0>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
   } else {
-    launch_kernel<kRows, NT, false, kSilu>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
+    launch_kernel<kRows, kK, NT, false, kSilu>(grid, split, s, y, ldy, x, ldx, w, N, in, out);
   }
 }
 
-template <int kRows, int kSilu>
+template <int kRows, int kK, int kSilu>
 void dispatch_nt(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int shift,
                  cudaStream_t s) {
   switch ((N + 7) / 8) {
     case 1:
-      launch<kRows, 1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      launch<kRows, kK, 1, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
     case 2:
-      launch<kRows, 2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      launch<kRows, kK, 2, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
     case 3:
-      launch<kRows, 3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      launch<kRows, kK, 3, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
     default:
-      launch<kRows, 4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      launch<kRows, kK, 4, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
       break;
   }
 }
@@ -302,10 +311,17 @@ template <int kSilu>
 void dispatch(void* y, bool f32, int ldy, const bf16* x, int ldx, const bf16* w, int N, int in, int out, int version,
               cudaStream_t s) {
   const int shift = (version - 4) % 3;  // the split: full, half, a quarter
-  if ((version - 4) / 3 == 0)
-    dispatch_nt<64, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
-  else
-    dispatch_nt<32, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+  switch ((version - 4) / 3) {
+    case 0:
+      dispatch_nt<64, 128, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      break;
+    case 1:
+      dispatch_nt<32, 256, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      break;
+    default:
+      dispatch_nt<128, 128, kSilu>(y, f32, ldy, x, ldx, w, N, in, out, shift, s);
+      break;
+  }
 }
 
 }  // namespace
