@@ -19,7 +19,8 @@
 #                                      pdl: the GPU suite, repeats and memcheck with PDL on, then decode off/on;
 #                                      variants: the GPU suite and decode for each pack-variant build;
 #                                      mma: the tensor-core gemv in the GEMM race (default) or not (SALA_GEMV_MMA=0):
-#                                      tests without it, decode A/B at batch 1, 4, 8, 16, 32;
+#                                      tests without it, decode A/B at batch 1, 4, 8, 16, 32 (SALA_MMA_AB="1 2": with
+#                                      and without the 128 x 128 tile);
 #                                      profile: sala bench --profile (per-op times: SALA-9B prefill 256K, decode batch
 #                                      1 and 32); cpu-threads: bench_cpu decode on 1-16 host threads;
 #                                      eval: sala eval passkey on SALA-9B random weights at 128K (1 sample), and 4
@@ -218,11 +219,18 @@ if has pdl; then
 fi
 
 if has mma; then
-  # the tensor-core gemv versions (gemv_mma.cu) in Gemm's race (the default) or not (SALA_GEMV_MMA=0): the GPU tests
-  # that reach them through the model without them, then decode at 32K and batch 1 to 32, A/B in one run
-  SALA_GEMV_MMA=0 "$B/sala_cuda_tests" --gtest_filter='CudaGemm.*:CudaModel.*' > "$OUT/gpu_tests_mma.log" 2>&1 || status=1
-  summary+=("gpu tests, SALA_GEMV_MMA=0: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_mma.log" | tr '\n' ' ')")
-  for m in 0 1; do
+  # the tensor-core gemv versions (gemv_mma.cu) in Gemm's race (level 1, the default) or not (SALA_GEMV_MMA=0): the
+  # GPU tests that reach them through the model at each level of SALA_MMA_AB but the default (unit runs that one),
+  # then decode at 32K and batch 1 to 32 at each level, A/B in one run (SALA_MMA_AB="1 2": the validated versions
+  # against those plus the 128 x 128 tile)
+  levels=${SALA_MMA_AB:-0 1}
+  for m in $levels; do
+    [[ $m == 1 ]] && continue
+    SALA_GEMV_MMA=$m "$B/sala_cuda_tests" --gtest_filter='CudaGemm.*:CudaModel.*' > "$OUT/gpu_tests_mma_$m.log" 2>&1 \
+      || status=1
+    summary+=("gpu tests, SALA_GEMV_MMA=$m: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/gpu_tests_mma_$m.log" | tr '\n' ' ')")
+  done
+  for m in $levels; do
     line="SALA_GEMV_MMA=$m decode tok/s at 32K, batch 1 4 8 16 32:"
     for b in 1 4 8 16 32; do
       SALA_GEMV_MMA=$m "$B/sala" bench --preset minicpm-sala-9b --lengths 32k --decode $((b == 1 ? 64 : 16)) --batch $b \
