@@ -480,13 +480,19 @@ TEST(SafetensorsParse, TimeIsLinearInEntries) {
   EXPECT_LT(t4 / t1, 10.0) << n << " entries: " << t1 << " s, " << 4 * n << ": " << t4 << " s (quadratic: 16x)";
 
 #ifdef NDEBUG  // the sanitizer build needs ~7 s to reach the limit; the ratio above still catches quadratic time
+  // Refused at the limit (250K entries, ~1.25x the 4n parse), not after reading all 1M (~5x): timed against this
+  // machine's own 4n parse, best of 3, so a busy machine does not fail it (an absolute 1 s bound did, at 1.3 s).
   auto big = many_entries(1'000'000);
-  auto t0 = std::chrono::steady_clock::now();
-  std::string msg = error_of([&] { parse_safetensors_header(big, "big"); });
-  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double t = 1e9;
+  std::string msg;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    msg = error_of([&] { parse_safetensors_header(big, "big"); });
+    t = std::min(t, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   RecordProperty("seconds_1m", std::to_string(t));
   EXPECT_NE(msg.find("big: header has more than"), std::string::npos) << msg;
-  EXPECT_LT(t, 1.0) << "1M entries took " << t << " s";
+  EXPECT_LT(t, 3.0 * t4 + 0.05) << "1M entries took " << t << " s; " << 4 * n << " entries took " << t4 << " s";
 #endif
 }
 
