@@ -60,8 +60,8 @@ constexpr int kMaxSplit = 8;  // the portable cluster size
 // 256 x 32 and 128 x 64 lost in the lab). A stage holds kP 16-byte pieces of each row. Its units (an m16 tile by a
 // 32-k piece) go kU to a warp: all of one m tile where a row has kU or more pieces (kGroups warps then share a tile,
 // each over its own pieces, their sums added at the end), else kU m tiles of the one piece. Rows of 128 bytes or
-// more are stored with the halves of odd rows swapped, so the eight lanes of a quarter-warp (rows g, g + 1, pieces t)
-// read distinct banks.
+// more are stored with the two 64-byte halves of each 128-byte segment of odd rows swapped (piece ^ 4), so the eight
+// lanes of a quarter-warp (rows g, g + 1, pieces t) read distinct banks.
 template <int kRows, int kK>
 struct Tile {
   static constexpr int kP = kK / 8, kMt = kRows / 16, kKq = kK / 32, kU = kMt * kKq / kWarps;
@@ -91,7 +91,9 @@ __global__ void __launch_bounds__(kWarps * 32, (Tile<kRows, kK>::kCtasPerSm))
   constexpr int kP = T::kP, kStages = T::kStages, kU = T::kU;
   if (!SALA_GEMV_MMA_PREWAIT) detail::pdl_begin();  // launch.cuh: nothing is read before it
   static_assert(!kSilu || !F32, "a silu pair is stored bf16");
-  constexpr int kCols = NT * 8 + 1;  // +1: the epilogue's reads of consecutive rows fall in distinct banks
+  // +1: the epilogue's reads of consecutive rows fall in distinct banks (when a CTA's share is >= 32 rows; smaller
+  // shares and the fragment stores conflict 2-4 ways, once per CTA)
+  constexpr int kCols = NT * 8 + 1;
   extern __shared__ uint4 smem[];
   uint4* sw = smem;                                       // [kStages][kRows][kP]
   uint4* sx = smem + size_t(kStages) * T::kStageW;        // [kStages][kMaxN][kP]
